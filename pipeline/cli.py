@@ -1,0 +1,234 @@
+"""`audience`: one command, a subcommand per stage, plus run, status and demo.
+
+    audience synthesize --small                 # make a synthetic screening
+    audience run                                 # every video→tensor stage
+    audience status                              # which units are done, stale or missing
+    audience demo                                # video → tensors → models → report
+    audience train / evaluate / report           # the models (see models/cli.py)
+
+Options go after the subcommand; `section.key=value` overrides any
+config value. This module is the application layer: it is the one place that
+joins pipeline/ (video → tensors) and models/ (tensors → factors).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from configs.loader import ConfigError, dump_yaml
+from pipeline.store import DataError, Workspace, ensure_dir
+
+EXIT_USER_ERROR = 2
+# modules that add their own subcommands through `register(subparsers)`
+OPTIONAL_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def common_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("common options")
+    group.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                       help="YAML overlay(s) on configs/default.yaml, applied in order")
+    group.add_argument("--workspace", metavar="DIR", help="workspace folder (= workspace.root=DIR)")
+    group.add_argument("--workers", type=int, metavar="N", help="parallel worker processes (= workspace.workers=N)")
+    group.add_argument("--force", action="store_true", help="recompute units even when up to date")
+    group.add_argument("--movie", help="only this movie")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    return parent
+
+
+def load_cli_config(args):
+    from configs.schema import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "small", False):
+        overrides.insert(0, "synthetic.scale=small")
+    if args.workspace:
+        overrides.append(f"workspace.root={args.workspace}")
+    if args.workers:
+        overrides.append(f"workspace.workers={args.workers}")
+    return load_config(args.config, overrides)
+
+
+def workspace_of(cfg) -> Workspace:
+    return Workspace(Path(cfg.workspace.root))
+
+
+def save_resolved_config(cfg, workspace: Workspace, name: str) -> Path:
+    """Keep the config that shaped this run next to its outputs."""
+    folder = ensure_dir(workspace.root / "configs")
+    path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    dump_yaml(cfg, path)
+    return path
+
+
+def run_stages(names, cfg, args) -> int:
+    """Run stages in order; print a one-screen summary; return the number of failed units."""
+    from pipeline.runner import run_stage
+    from pipeline.stages import get_stage
+
+    workspace = workspace_of(cfg)
+    ensure_dir(workspace.root)
+    save_resolved_config(cfg, workspace, "+".join(names) if len(names) < 3 else "run")
+    reports = []
+    for name in names:
+        stage = get_stage(name)
+        select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
+        reports.append(run_stage(stage, cfg, workspace, workers=cfg.workspace.workers,
+                                 force=args.force, select=select, progress=not args.quiet))
+        print(reports[-1].line(), flush=True)
+    failed = {f"{r.stage} {u}": err for r in reports for u, err in r.failed.items()}
+    if failed:
+        print(f"\n{len(failed)} unit(s) failed (the others finished and are kept; rerun to retry):")
+        for unit, err in failed.items():
+            print(f"  {unit}: {err.strip().splitlines()[-1] if err.strip() else err}")
+    return len(failed)
+
+
+def summarize_tensors(workspace: Workspace, movie: str | None = None) -> None:
+    from pipeline.store import read_movie_tensor
+
+    paths = sorted(workspace.tensors.glob(f"{movie or '*'}.h5")) if workspace.tensors.is_dir() else []
+    for path in paths:
+        t = read_movie_tensor(path)
+        missing = 100.0 * (1 - t.mask.mean())
+        print(f"tensor {path}: N={t.shape[0]} members × T={t.shape[1]} bins × 136, "
+              f"{missing:.1f}% missing, {len(set(t.session_id))} session(s)")
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_stage(args, cfg) -> int:
+    return run_stages([args.command], cfg, args)
+
+
+def cmd_run(args, cfg) -> int:
+    from pipeline.screenings import read_screening_list, register
+    from pipeline.stages import VIDEO_TO_TENSOR
+
+    workspace = workspace_of(cfg)
+    if args.screenings:
+        linked = register(read_screening_list(Path(args.screenings)), workspace)
+        print(f"registered {len(linked)} recording(s) under {workspace.raw}")
+    names = (["synthesize"] if args.synthesize else []) + list(VIDEO_TO_TENSOR)
+    failed = run_stages(names, cfg, args)
+    summarize_tensors(workspace, args.movie)
+    return 1 if failed else 0
+
+
+def cmd_status(args, cfg) -> int:
+    from pipeline.runner import stage_status
+    from pipeline.stages import STAGE_SPECS, get_stage
+
+    workspace = workspace_of(cfg)
+    print(f"workspace {workspace.root}")
+    print(f"{'stage':<12} {'done':>6} {'stale':>6} {'missing':>8}")
+    for name in STAGE_SPECS:
+        status = stage_status(get_stage(name), cfg, workspace)
+        print(f"{name:<12} {len(status['done']):>6} {len(status['stale']):>6} {len(status['missing']):>8}")
+        if args.verbose:
+            for state in ("stale", "missing"):
+                for unit in status[state]:
+                    print(f"    {state:<8} {unit}")
+    return 0
+
+
+def cmd_demo(args, cfg) -> int:
+    """A small synthetic screening through every stage, then the models and a report."""
+    from pipeline.stages import STAGE_SPECS
+
+    started = time.perf_counter()
+    workspace = workspace_of(cfg)
+    failed = run_stages(list(STAGE_SPECS), cfg, args)
+    if failed:
+        print("demo stopped: the vision stages failed (see above)")
+        return 1
+    summarize_tensors(workspace)
+    from models.cli import run_models_demo
+
+    tensor_path = workspace.tensor_path(cfg.synthetic.movie)
+    run_dir = workspace.runs / "demo"
+    report = run_models_demo(cfg, tensor_path, run_dir)
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.stages import STAGE_SPECS
+
+    common = common_parser()
+    parser = argparse.ArgumentParser(
+        prog="audience", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stage_help = {
+        "synthesize": "generate synthetic IR screenings with ground truth into raw/",
+        "detect": "find faces (front/back HOG MMOD detectors) in sampled frames",
+        "landmarks": "fit 68 landmarks (dlib ERT) to every detection",
+        "frontalize": "remove head pose; landmarks into the canonical face frame",
+        "members": "discover seats and assign faces to audience members",
+        "bin": "bin members × seconds into data/tensors/<movie>.h5",
+    }
+    for name in STAGE_SPECS:
+        p = sub.add_parser(name, parents=[common], help=stage_help.get(name, name))
+        if name == "synthesize":
+            p.add_argument("--small", action="store_true", help="small frames and theatre (tests, quick looks)")
+        p.set_defaults(handler=cmd_stage)
+    p = sub.add_parser("run", parents=[common], help="every video→tensor stage over the screenings in raw/")
+    p.add_argument("--screenings", metavar="YAML", help="register this screening list first")
+    p.add_argument("--synthesize", action="store_true", help="generate the synthetic screenings first")
+    p.add_argument("--small", action="store_true", help="with --synthesize: small synthetic theatre")
+    p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("status", parents=[common], help="which units are done, stale or missing")
+    p.add_argument("--verbose", "-v", action="store_true", help="list stale and missing units")
+    p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("demo", parents=[common],
+                       help="small synthetic screening → every stage → TF/NLTF/FVAE → report")
+    p.set_defaults(handler=cmd_demo, demo=True)
+    _register_optional(sub, common)
+    return parser
+
+
+class _SubparsersWithCommon:
+    """Hands other modules a subparsers object that adds the common options to each command."""
+
+    def __init__(self, sub, common):
+        self._sub, self._common = sub, common
+
+    def add_parser(self, name, **kwargs):
+        kwargs["parents"] = [self._common, *kwargs.get("parents", [])]
+        return self._sub.add_parser(name, **kwargs)
+
+
+def _register_optional(sub, common) -> None:
+    """Subcommands owned by other modules (detector training, inspection, the models):
+    each module has `register(subparsers)`; its commands set `handler(args, cfg)`."""
+    import importlib
+
+    for module_name in OPTIONAL_COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(_SubparsersWithCommon(sub, common))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "demo", False) and not any(str(c).endswith("demo.yaml") for c in args.config):
+            from configs import CONFIG_DIR
+            args.config.insert(0, str(CONFIG_DIR / "demo.yaml"))
+        cfg = load_cli_config(args)
+        return args.handler(args, cfg)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: finished units are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
