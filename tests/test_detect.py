@@ -1,0 +1,196 @@
+"""Face detection: bands, strips, merging, the detect stage, the detections schema, bad input."""
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from configs.schema import load_config
+from pipeline.detect import (BAND_BACK, BAND_FRONT, DETECT, Band, FaceFinder, band_strips, bands_for,
+                             load_detector, merge_detections, plan_detect, rows_from_boxes)
+from pipeline.runner import run_stage
+from pipeline.sources import expected_frame_times, probe_video
+from pipeline.store import DataError, Detections, Workspace, read_detections, write_detections
+
+FRAME_HW = (400, 480)
+FACE_PX = 120                                   # pasted crop; dlib's frontal box is ~75 px of it
+FACE_TOPLEFTS = ((20, 40), (260, 300))          # (y, x): one back-row face, one front-row face
+
+# a frame where dlib's stock frontal detector (80 px window) sees both faces
+FRONTAL_OVERRIDES = ["detect.front_detector=dlib_frontal", "detect.back_detector=dlib_frontal",
+                     "detect.back_band_frac=[0.08,0.3]", "detect.front_band_frac=[0.68,0.88]",
+                     "detect.back_face_px=[72,80]", "detect.front_face_px=[72,80]", "detect.target_face_px=88"]
+
+
+@functools.lru_cache(maxsize=1)
+def face_crop() -> np.ndarray:
+    import skimage.data
+    gray = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray[40:240, 120:320], (FACE_PX, FACE_PX), interpolation=cv2.INTER_AREA)
+
+
+def face_frame(faces=True) -> np.ndarray:
+    frame = np.full(FRAME_HW, 90, np.uint8)
+    if faces:
+        for y, x in FACE_TOPLEFTS:
+            frame[y:y + FACE_PX, x:x + FACE_PX] = face_crop()
+    return frame
+
+
+def write_face_video(path: Path, n_frames: int, fps: float = 12.0, faces: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FRAME_HW[::-1], False)
+    frame = face_frame(faces)
+    for _ in range(n_frames):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def frontal_cfg(*extra):
+    return load_config(overrides=FRONTAL_OVERRIDES + list(extra))
+
+
+def test_detections_roundtrip_and_validation(tmp_path):
+    dets = Detections(frame_index=np.array([0, 6, 12]), frame_time_s=np.array([0.0, 0.5, 1.0]),
+                      frame_ok=np.array([True, False, True]), det_frame=np.array([0, 2, 2]),
+                      det_box_px=np.arange(12, dtype=np.float32).reshape(3, 4),
+                      det_score=np.array([1.0, 0.5, 0.25]), det_band=np.array([0, 1, 0]),
+                      attrs={"movie": "m", "fps": 12.0})
+    back = read_detections(write_detections(tmp_path / "c.h5", dets))
+    for name in ("frame_index", "frame_time_s", "frame_ok", "det_frame", "det_box_px", "det_score", "det_band"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(dets, name))
+    assert back.det_box_px.dtype == np.float32 and back.det_band.dtype == np.int8
+    assert back.attrs["movie"] == "m" and len(back.boxes_of(2)) == 2
+    dets.det_frame = np.array([0, 2, 3])
+    with pytest.raises(DataError, match="det_frame"):
+        write_detections(tmp_path / "bad.h5", dets)
+    with pytest.raises(DataError, match="Run the 'detect' stage"):
+        read_detections(tmp_path / "missing.h5")
+
+
+def test_finder_finds_both_faces_in_their_bands():
+    cfg = frontal_cfg()
+    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
+    boxes, scores, band = finder(face_frame())
+    assert len(boxes) == 2
+    assert list(band) == [BAND_BACK, BAND_FRONT]              # sorted top to bottom
+    for (y, x), box in zip(FACE_TOPLEFTS, boxes):
+        cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+        assert abs(cx - (x + FACE_PX * 0.5)) < 20 and abs(cy - (y + FACE_PX * 0.5)) < 25
+    assert (scores > 0).all()
+    assert len(finder(face_frame(faces=False))[0]) == 0
+
+
+def test_face_in_both_bands_is_reported_once():
+    cfg = load_config(overrides=FRONTAL_OVERRIDES + ["detect.back_band_frac=[0.08,0.88]",
+                                                     "detect.front_band_frac=[0.08,0.88]"])
+    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
+    boxes, _, _ = finder(face_frame())
+    assert len(boxes) == 2
+
+
+def test_merge_keeps_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [2, 2, 8, 8]], np.float32)
+    keep = merge_detections(boxes, np.array([0.5, 0.9, 0.1, 0.3], np.float32), iou=0.3)
+    assert sorted(keep.tolist()) == [1, 2]
+
+
+def test_strips_cover_band_with_whole_faces():
+    band = Band(0, 100, 600, face_top_px=20.0, face_bottom_px=40.0)
+    strips = band_strips(band, target_face_px=44.0, strip_faces=2.3, step_faces=1.15)
+    assert strips[0].top_px == 100 and strips[-1].bottom_px == 600
+    for a, b in zip(strips[:-1], strips[1:]):
+        overlap = a.bottom_px - b.top_px
+        assert overlap >= band.face_px_at(b.top_px)             # a face never straddles two strips
+    assert strips[0].scale == pytest.approx(44 / 20) and strips[-1].scale < strips[0].scale
+
+
+def test_rows_found_from_boxes_make_cheaper_strips():
+    cfg = load_config()
+    boxes = np.array([[0, 100, 20, 120], [50, 102, 70, 122], [0, 300, 40, 340]], np.float32)
+    rows = rows_from_boxes(boxes, np.array([1, 1, 0]), cfg)
+    assert len(rows) == 2
+    back = [r for r in rows if r.band_id == 1][0]
+    assert back.top_px < 100 and back.bottom_px > 122 and back.bottom_px - back.top_px < 60
+
+
+def test_row_tracking_gives_same_faces_as_full_scans():
+    cfg = frontal_cfg()
+    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
+    first = finder(face_frame(), 0.0)
+    tracked = finder(face_frame(), 0.5)
+    assert finder.full_scans == 1 and len(finder.rows) == 2
+    np.testing.assert_allclose(tracked[0], first[0], atol=12)
+    finder(face_frame(), 10.0)
+    assert finder.full_scans == 2                               # rescan_s elapsed
+
+
+@pytest.mark.parametrize("name", ["missing.svm", "not_a_detector.svm"])
+def test_bad_detector_file_is_a_clear_error(tmp_path, name):
+    if name == "not_a_detector.svm":
+        (tmp_path / name).write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(DataError, match=name):
+        load_detector(str(tmp_path / name))
+
+
+def _workspace(tmp_path, n_frames=20, faces=True) -> tuple[Workspace, Path]:
+    ws = Workspace(tmp_path / "data")
+    video = write_face_video(ws.raw / "movie" / "s1" / "cam0.avi", n_frames, faces=faces)
+    (video.parent / "cam0.truth.h5").write_bytes(b"not a video")
+    (video.parent / "session.yaml").write_text("offset_s: 1.5\n")
+    return ws, video
+
+
+def test_detect_stage_writes_one_row_per_sampling_instant(tmp_path):
+    ws, video = _workspace(tmp_path, n_frames=20)               # 1.67 s
+    cfg = frontal_cfg("sources.chunk_s=1.0", "sources.sample_every_s=0.25")
+    units = plan_detect(cfg, ws)
+    assert [u.key for u in units] == [("movie", "s1", "cam0", "000000.0"), ("movie", "s1", "cam0", "000001.0")]
+    assert units[1].get("start_s") == 1.0 and units[1].inputs == (video,)
+    report = run_stage(DETECT, cfg, ws, progress=False)
+    assert not report.failed and len(report.done) == 2
+    dets = read_detections(units[0].output("detections"))
+    np.testing.assert_array_equal(dets.frame_index, [0, 3, 6, 9])
+    np.testing.assert_allclose(dets.frame_time_s, [0, 0.25, 0.5, 0.75])
+    assert dets.frame_ok.all() and np.bincount(dets.det_frame).tolist() == [2, 2, 2, 2]
+    assert dets.attrs["movie"] == "movie" and dets.attrs["chunk_end_s"] == 1.0
+    assert dets.attrs["detector_front"] == "dlib_frontal" and dets.attrs["width_px"] == FRAME_HW[1]
+    last = read_detections(units[1].output("detections"))
+    np.testing.assert_array_equal(last.frame_index, [12, 15, 18])
+    assert run_stage(DETECT, cfg, ws, progress=False).skipped == [u.name for u in units]
+
+
+def test_video_without_faces_gives_frames_without_detections(tmp_path):
+    ws, _ = _workspace(tmp_path, n_frames=12, faces=False)
+    cfg = frontal_cfg("sources.sample_every_s=0.25")
+    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    dets = read_detections(plan_detect(cfg, ws)[0].output("detections"))
+    assert dets.n_frames == 4 and dets.frame_ok.all() and len(dets.det_frame) == 0
+
+
+def test_truncated_video_records_gaps_not_a_shorter_chunk(tmp_path):
+    ws, video = _workspace(tmp_path, n_frames=24)
+    data = video.read_bytes()
+    video.write_bytes(data[:int(len(data) * 0.55)])
+    cfg = frontal_cfg("sources.sample_every_s=0.25")
+    info = probe_video(video)
+    expected, _ = expected_frame_times(info, 0.0, None, 0.25)
+    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    dets = read_detections(plan_detect(cfg, ws)[0].output("detections"))
+    np.testing.assert_array_equal(dets.frame_index, expected)   # same rows as a complete file
+    assert 0 < dets.frame_ok.sum() < len(expected)
+    assert dets.frame_ok[0] and not dets.frame_ok[-1]
+
+
+def test_corrupt_video_fails_its_units_and_keeps_the_others(tmp_path):
+    ws, _ = _workspace(tmp_path, n_frames=12)
+    cfg = frontal_cfg("sources.sample_every_s=0.25")
+    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    bad = ws.raw / "movie" / "s2" / "cam0.mp4"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
+    with pytest.raises(DataError, match="s2/cam0.mp4"):
+        plan_detect(cfg, ws)
+    assert read_detections(ws.stage_output("detect", "movie", "s1", "cam0", "000000.0")).frame_ok.all()
