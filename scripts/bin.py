@@ -1,0 +1,13 @@
+"""Run the 'bin' stage (same as `audience bin`): see `python scripts/bin.py --help`.
+
+    python scripts/bin.py --workspace data [--workers 2] [--force] [section.key=value ...]
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["bin", *sys.argv[1:]]))

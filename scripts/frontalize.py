@@ -1,0 +1,13 @@
+"""Run the 'frontalize' stage (same as `audience frontalize`): see `python scripts/frontalize.py --help`.
+
+    python scripts/frontalize.py --workspace data [--workers 2] [--force] [section.key=value ...]
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["frontalize", *sys.argv[1:]]))

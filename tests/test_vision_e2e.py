@@ -1,0 +1,105 @@
+"""End to end on a small synthetic movie with two sessions: synthesize → detect → landmarks →
+frontalize → members → bin through the runner; the tensor is checked against the ground truth."""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.runner import run_stage
+from pipeline.stages import get_stage
+from pipeline.store import read_movie_tensor, read_synthetic_truth
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+DURATION_S = 6.0
+pytestmark = pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
+
+
+@pytest.fixture(scope="module")
+def screening(tmp_path_factory):
+    from pipeline.synthetic.testing import make_test_screening
+
+    return make_test_screening(tmp_path_factory.mktemp("e2e"), duration_s=DURATION_S, sessions=2)
+
+
+def _run(screening, detections: str):
+    cfg, ws = screening.config, screening.workspace
+    if detections == "oracle":
+        from bench_vision import oracle_detections
+
+        oracle_detections(cfg, ws, jitter=0.05)
+    else:
+        report = run_stage(get_stage("detect"), cfg, ws, progress=False)
+        assert not report.failed, report.failed
+    for name in ("landmarks", "frontalize", "members", "bin"):
+        report = run_stage(get_stage(name), cfg, ws, progress=False)
+        assert not report.failed, report.failed
+    return read_movie_tensor(ws.tensor_path(cfg.synthetic.movie))
+
+
+def _check_against_truth(screening, tensor, min_coverage):
+    cfg = screening.config
+    offsets = {}
+    ends = []
+    for truth_path in screening.truths:
+        arrays, attrs = read_synthetic_truth(truth_path, ("visible", "seat_centre_px", "face_box", "time_s"))
+        offsets[attrs["session"]] = float(attrs["offset_s"])
+        ends.append(float(attrs["offset_s"]) + DURATION_S)
+        rows = np.flatnonzero(tensor.session_id == attrs["session"])
+        seats = tensor.extra["seat_xy_px"][rows]
+        # viewers seen in enough sampled frames must each be exactly one member, at their seat
+        sampled = np.rint(np.arange(0, DURATION_S, cfg.sources.sample_every_s) * attrs["fps"]).astype(int)
+        seen = arrays["visible"][sampled].mean(axis=0) >= cfg.members.min_observed_fraction + 0.1
+        centres = (arrays["face_box"][:, :, :2] + arrays["face_box"][:, :, 2:]) / 2
+        true_seat = np.nanmedian(np.where(arrays["visible"][..., None], centres, np.nan), axis=0)
+        width = np.nanmedian(arrays["face_box"][..., 2] - arrays["face_box"][..., 0], axis=0)
+        dist = np.linalg.norm(seats[:, None] - true_seat[None], axis=2)
+        nearest = np.nanargmin(np.where(np.isfinite(dist), dist, np.inf), axis=1)
+        assert (dist[np.arange(len(rows)), nearest] < 0.5 * width[nearest]).all()
+        assert len(set(nearest)) == len(nearest), "two members on one viewer"
+        assert set(np.flatnonzero(seen)) <= set(nearest)
+        # mask: visible (viewer, second) cells are observed
+        t = np.arange(tensor.shape[1])
+        for member, viewer in zip(rows, nearest):
+            frames_bins = np.floor(arrays["time_s"][sampled] + offsets[attrs["session"]] + 1e-9).astype(int)
+            visible_bins = np.unique(frames_bins[arrays["visible"][sampled, viewer]])
+            observed = tensor.mask[member, visible_bins].mean() if len(visible_bins) else 1.0
+            assert observed >= min_coverage
+            outside = (t < offsets[attrs["session"]] - 1) | (t >= offsets[attrs["session"]] + DURATION_S + 1)
+            assert not tensor.mask[member, outside].any()
+    assert tensor.shape == (len(tensor.member_id), math.ceil(max(ends) - 1e-9), 136)
+    assert set(tensor.session_id) == set(offsets)
+    assert all(m.startswith(f"{s}/cam0/seat-r") for m, s in zip(tensor.member_id, tensor.session_id))
+    assert np.isfinite(tensor.landmarks[tensor.mask]).all() and np.isnan(tensor.landmarks[~tensor.mask]).all()
+
+
+def test_pipeline_with_truth_boxes_matches_truth(screening):
+    tensor = _run(screening, "oracle")
+    _check_against_truth(screening, tensor, min_coverage=0.9)
+    # canonical frame: the average face has its eye centres near (∓0.5, 0)
+    mean = np.nanmean(tensor.landmarks[tensor.mask].reshape(-1, 68, 2), axis=0)
+    np.testing.assert_allclose(mean[36:42].mean(0), [-0.5, 0.0], atol=0.1)
+    np.testing.assert_allclose(mean[42:48].mean(0), [0.5, 0.0], atol=0.1)
+
+
+def test_changing_the_bin_length_reruns_only_bin(screening):
+    import dataclasses
+
+    cfg = screening.config
+    _run(screening, "oracle")
+    cfg2 = cfg.replace(binning=dataclasses.replace(cfg.binning, bin_seconds=2.0))
+    for name in ("landmarks", "frontalize", "members"):
+        report = run_stage(get_stage(name), cfg2, screening.workspace, progress=False)
+        assert not report.done and report.skipped
+    report = run_stage(get_stage("bin"), cfg2, screening.workspace, progress=False)
+    assert report.done == [cfg.synthetic.movie]
+    assert read_movie_tensor(screening.workspace.tensor_path(cfg.synthetic.movie)).bin_seconds == 2.0
+
+
+@pytest.mark.skipif(not (ASSETS / "detector_front.svm").exists() or not (ASSETS / "detector_back.svm").exists(),
+                    reason="the shipped face detectors (pipeline/assets/detector_*.svm) are not trained yet")
+def test_pipeline_with_the_detector_matches_truth(screening):
+    tensor = _run(screening, "detector")
+    _check_against_truth(screening, tensor, min_coverage=0.8)
