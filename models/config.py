@@ -1,19 +1,101 @@
-"""Configuration sections of the models (owned by models/)."""
+"""Configuration sections of the models (owned by models/).
+
+Three sections: `models` (what is fitted: K, network sizes, priors, TF solver),
+`train` (how the torch models are optimized: epochs, batches, device, resume),
+`evaluate` (the paper's protocols: splits, K sweep, λ list, clustering).
+configs/default.yaml repeats every field with a comment; configs/paper.yaml is
+the paper's recipe as an overlay.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+MODEL_NAMES = ("tf", "nltf", "fvae", "vae")
+
+
+@dataclass(frozen=True)
+class TFConfig:
+    max_iters: int = 200           # alternating least-squares sweeps at most
+    tol: float = 1e-4              # stop when the training loss improves by less than this fraction
+    ridge: float = 1e-4            # L2 weight on U, V, F per observed face (keeps the K×K systems well posed)
+    hals_sweeps: int = 3           # HALS coordinate sweeps for the non-negative U per ALS iteration
+
+    def __post_init__(self):
+        if self.max_iters < 1 or self.tol < 0 or self.ridge < 0 or self.hals_sweeps < 1:
+            raise ValueError("models.tf: max_iters and hals_sweeps must be >= 1, tol and ridge >= 0")
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    k: int = 10                    # latent dimension K
+    k: int = 10                    # latent dimension K (factors per member and per second)
+    hidden: int = 256              # width of every hidden fully connected layer (decoder and encoder)
+    layers: int = 3                # hidden ReLU layers in the decoder f_θ and in the FVAE/VAE encoder
+    u_prior_std: float = 1.0       # std of the normal prior on log U (U is log-normal)
+    v_prior_std: float = 1.0       # std of the normal prior on V
+    obs_std: Optional[float] = None  # σ of x ~ N(f(z), σ²I) in normalized units; null: learned (paper: 1.0)
+    kl_weight: float = 1.0         # weight β of KL(q(z|x) || N(U∘V, I)) in the FVAE (and VAE) loss
+    kl_warmup_epochs: int = 0      # ramp β linearly from 0 over this many epochs (0: full weight at once)
+    names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
+    tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
+
+    def __post_init__(self):
+        if self.k < 1 or self.hidden < 1 or self.layers < 1:
+            raise ValueError(f"models: k, hidden and layers must be >= 1 (got k={self.k}, "
+                             f"hidden={self.hidden}, layers={self.layers})")
+        if (self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0 or self.kl_weight < 0 or self.kl_warmup_epochs < 0:
+            raise ValueError("models: prior stds must be > 0, kl_weight and kl_warmup_epochs >= 0")
+        unknown = [m for m in self.names if m not in MODEL_NAMES]
+        if unknown or not self.names:
+            raise ValueError(f"models.names: unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 0
+    seed: int = 0                  # seeds initialization and batch order; equal seeds give equal runs
+    epochs: int = 30               # passes over the observed training faces
+    batch_size: int = 512          # faces per optimizer step, sampled by index on the device
+    lr: float = 3e-3               # Adam learning rate of the networks
+    factor_lr: float = 3e-2        # Adam learning rate of the per-member U and per-second V
+    weight_decay: float = 0.0      # AdamW weight decay on network weights (not on U, V)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
+    amp: bool = True               # bf16 autocast for the networks on CUDA (never on CPU)
+    cpu_threads: int = 1           # torch threads while training on CPU (0: torch's default); small MLPs gain
+                                   # little from more, and on busy cores extra threads spin and slow down
+    compile: bool = False          # torch.compile the networks (CUDA; slow to start)
+    checkpoint_every: int = 1      # write a checkpoint every this many epochs (and always the last)
+    keep_checkpoints: int = 2      # epoch checkpoints kept on disk (older ones are deleted)
+    progress: bool = True          # tqdm progress bar with the loss terms
+
+    def __post_init__(self):
+        if self.cpu_threads < 0:
+            raise ValueError("train.cpu_threads must be >= 0 (0: torch default)")
+        if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("train: epochs, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
+        if self.lr <= 0 or self.factor_lr <= 0 or self.weight_decay < 0:
+            raise ValueError("train: lr and factor_lr must be > 0 and weight_decay >= 0")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    seed: int = 0
+    seed: int = 0                  # seeds the held-out splits (faces and members)
+    holdout_every: int = 6         # completion: 1 in this many observed faces per member is held out (5:1)
+    ks: tuple[int, ...] = (2, 4, 8, 10, 16, 32)   # K sweep values
+    ksweep_epochs: Optional[int] = None  # epochs per K-sweep fit (None: train.epochs)
+    test_member_fraction: float = 0.2   # long-term: fraction of members held out entirely
+    lambdas: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # observed movie prefixes
+    infer_steps: int = 300         # Adam steps to estimate a new member's U with everything else frozen
+    infer_lr: float = 0.05         # learning rate of those steps
+    clusters: int = 3              # k-means clusters of the rows of U (factors protocol)
+    sweep_points: int = 7          # faces drawn along each latent dimension
+    batch_size: int = 65536        # faces per prediction batch
+
+    def __post_init__(self):
+        if self.holdout_every < 2:
+            raise ValueError("evaluate.holdout_every must be >= 2 (6 gives the paper's 5:1 split)")
+        if not 0 < self.test_member_fraction < 1:
+            raise ValueError("evaluate.test_member_fraction must be in (0, 1)")
+        if any(not 0 < lam < 1 for lam in self.lambdas):
+            raise ValueError("evaluate.lambdas must lie in (0, 1)")
+        if any(k < 1 for k in self.ks) or self.clusters < 1 or self.sweep_points < 2:
+            raise ValueError("evaluate: ks and clusters must be >= 1, sweep_points >= 2")

@@ -1,0 +1,210 @@
+"""Command-line glue of the models: `train`, `evaluate`, `report`, and the demo's model half.
+
+`register(subparsers)` adds the three subcommands to the project CLI (which
+loads the configuration from --config and key=value overrides and calls
+`args.handler(args, cfg)`); scripts/{train,evaluate,report}.py run the same
+handlers standalone through `standalone_main`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+from configs.loader import ConfigError, dump_yaml, stable_hash, to_dict
+from pipeline.store import DataError, ensure_dir, write_text_atomic
+
+# torch and scikit-learn load only when a command runs, so `audience --help` stays quick
+PROTOCOLS = ("completion", "ksweep", "longterm", "factors")   # = models.evaluate.PROTOCOLS (tested)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def default_run_dir(cfg, movie_name: str) -> Path:
+    """<workspace>/runs/<movie>-<hash of the models/train/evaluate config>: same config, same folder.
+
+    Which models run (models.names), the device and progress bars do not change the folder, so
+    `train --models tf` and a later `evaluate` of every model share one run.
+    """
+    shaping = {"models": {k: v for k, v in to_dict(cfg.models).items() if k != "names"},
+               "train": dataclasses.replace(cfg.train, device="auto", progress=True), "evaluate": cfg.evaluate}
+    digest = stable_hash(shaping)[:8]
+    return Path(cfg.workspace.root) / "runs" / f"{movie_name}-{digest}"
+
+
+def prepare_run(cfg, tensor: str | Path, run_dir: str | Path | None):
+    """Load the tensor, choose the run folder, record the resolved config and a data summary."""
+    from models.data import load_movie
+
+    movie = load_movie(tensor)
+    run_dir = ensure_dir(Path(run_dir) if run_dir else default_run_dir(cfg, movie.name))
+    dump_yaml(cfg, run_dir / "config.yaml")
+    summary = {"tensor": str(tensor), **movie.summary()}
+    write_text_atomic(run_dir / "data_summary.json", json.dumps(summary, indent=1))
+    print(f"[models] {movie.name}: N={movie.n_members} members × T={movie.n_seconds} bins, "
+          f"{summary['missing_percent']}% missing → run folder {run_dir}")
+    return movie, run_dir
+
+
+def with_overrides(cfg, args):
+    """Apply --device / --models / --quiet flags on top of the loaded config."""
+    if getattr(args, "quiet", False):
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=False))
+    if getattr(args, "device", None):
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, device=args.device))
+    if getattr(args, "models", None):
+        names = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        cfg = cfg.replace(models=dataclasses.replace(cfg.models, names=names))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def user_errors(handler):
+    """Bad input (ValueError from the library) → DataError, which the CLIs print without a traceback."""
+    @functools.wraps(handler)
+    def wrapped(args, cfg):
+        try:
+            return handler(args, cfg)
+        except (DataError, ConfigError):
+            raise
+        except ValueError as err:
+            raise DataError(str(err)) from err
+    return wrapped
+
+
+@user_errors
+def cmd_train(args, cfg) -> int:
+    """Fit the models on the completion split's training faces (or on every observed face)."""
+    train_models(args, cfg)
+    return 0
+
+
+def train_models(args, cfg) -> Path:
+    """The train command's work; returns the run folder."""
+    from models.data import completion_split
+    from models.train import fit_model
+
+    cfg = with_overrides(cfg, args)
+    movie, run_dir = prepare_run(cfg, args.tensor, args.run_dir)
+    ev = cfg.evaluate
+    if args.split == "completion":
+        train_mask, _ = completion_split(movie.mask, ev.holdout_every, ev.seed)
+        split = {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed}
+    else:
+        train_mask, split = movie.mask, {"protocol": "all"}
+    folder = run_dir / ("completion" if args.split == "completion" else "full")
+    for kind in cfg.models.names:
+        fitted = fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder / kind,
+                           resume=args.resume, split=split)
+        last = fitted.metrics[-1] if fitted.metrics else {}
+        print(f"[models] {kind}: trained → {folder / kind}  last: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    return run_dir
+
+
+@user_errors
+def cmd_evaluate(args, cfg) -> int:
+    """Run one protocol or all of them (reusing trained models), then refresh the report."""
+    from models.evaluate import run_protocols
+    from models.report import write_report
+
+    cfg = with_overrides(cfg, args)
+    movie, run_dir = prepare_run(cfg, args.tensor, args.run_dir)
+    protocols = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
+    results = run_protocols(protocols, movie, cfg, run_dir, resume=True)
+    for name, result in results.items():
+        print(f"[models] {name}: table {result['table']}")
+    report = write_report(run_dir)
+    print(f"[models] report: {report}")
+    return 0
+
+
+@user_errors
+def cmd_report(args, cfg) -> int:
+    from models.report import write_report
+
+    report = write_report(Path(args.run_dir))
+    print(f"[models] report: {report}")
+    return 0
+
+
+def run_models_demo(cfg, tensor_path: str | Path, run_dir: str | Path) -> Path:
+    """The demo's model half: TF, NLTF, FVAE on the CPU, completion + factors, report. Returns its path."""
+    from models.evaluate import run_protocols
+    from models.report import write_report
+
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, device="cpu"))
+    movie, run_dir = prepare_run(cfg, tensor_path, run_dir)
+    run_protocols(["completion", "factors"], movie, cfg, run_dir, resume=True)
+    report = write_report(run_dir)
+    print(f"[models] report: {report}")
+    return report
+
+
+# ----------------------------------------------------------------------------- argparse
+
+
+def _add_common(p: argparse.ArgumentParser, tensor: bool = True) -> None:
+    if tensor:
+        p.add_argument("--tensor", required=True, help="per-movie tensor file (data/tensors/<movie>.h5)")
+    p.add_argument("--run-dir", default=None,
+                   help="run folder (default: <workspace>/runs/<movie>-<config hash>)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="override train.device (auto: CUDA when present)")
+    p.add_argument("--models", default=None, help="comma list overriding models.names, e.g. tf,fvae")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoints")
+    p.add_argument("--split", choices=("completion", "all"), default="completion",
+                   help="train on the completion split's training faces (default) or on every observed face")
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--protocol", choices=PROTOCOLS + ("all",), default="completion",
+                   help="which evaluation protocol to run (all: every one)")
+
+
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="run folder written by train/evaluate")
+
+
+COMMANDS = {
+    "train": ("train TF / NLTF / FVAE on a per-movie tensor (resumable)", add_train_args, cmd_train),
+    "evaluate": ("run an evaluation protocol: completion, ksweep, longterm, factors or all",
+                 add_evaluate_args, cmd_evaluate),
+    "report": ("write the HTML/Markdown report of a run folder", add_report_args, cmd_report),
+}
+
+
+def register(subparsers) -> None:
+    """Add `train`, `evaluate` and `report` to the project CLI; each sets handler(args, cfg)."""
+    for name, (help_text, add_args, handler) in COMMANDS.items():
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_args(parser)
+        parser.set_defaults(handler=handler)
+
+
+def standalone_main(command: str, argv: list[str] | None = None) -> int:
+    """scripts/<command>.py: the same handler with --config FILE (repeatable) and key=value overrides."""
+    from configs.schema import load_config
+
+    help_text, add_args, handler = COMMANDS[command]
+    parser = argparse.ArgumentParser(description=help_text)
+    parser.add_argument("--config", action="append", default=[], help="YAML overlay (repeatable)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=5")
+    add_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        return handler(args, cfg)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}")
+        return 2

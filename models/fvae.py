@@ -1,0 +1,141 @@
+"""FVAE (Deng et al. 2017, eq. 6) and a plain per-face VAE baseline.
+
+FVAE: q_φ(z_it | x_it) = N(μ_φ(x), diag σ²_φ(x)), prior z_it ~ N(U_i ∘ V_t, I),
+x_it ~ N(f_θ(z_it), I), U log-normal and V normal with MAP estimates, trained
+end to end on observed faces. A missing face (i, t) is predicted by decoding
+the prior mean: f_θ(U_i ∘ V_t).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.nets import Factors, ObsNoise, kl_normal, mlp
+from pipeline.store import N_COORDS
+
+
+class Encoder(nn.Module):
+    """x (B, 136) → (μ, log σ²), each (B, K)."""
+
+    def __init__(self, d: int, hidden: int, layers: int, k: int):
+        super().__init__()
+        self.net = mlp(d, hidden, layers, 2 * k)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.net(x).float().chunk(2, dim=-1)
+        return mu, logvar.clamp(-12.0, 8.0)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+
+
+class FVAE(nn.Module):
+    kind = "fvae"
+
+    def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
+                 u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
+                 d: int = N_COORDS):
+        super().__init__()
+        self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
+                          u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d)
+        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std)
+        self.encoder = Encoder(d, hidden, layers, k)
+        self.decoder = mlp(k, hidden, layers, d)
+        self.noise = ObsNoise(obs_std)
+
+    def args(self) -> dict:
+        return dict(self._args)
+
+    def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
+        """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs."""
+        mu, logvar = self.encoder(x)
+        recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)), x).mean()
+        kl = kl_normal(mu, logvar, self.factors.latent(i, t)).mean()
+        prior = self.factors.neg_log_prior() / n_obs
+        return {"loss": recon + beta * kl + prior, "recon": recon, "kl": kl, "prior": prior,
+                "obs_std": self.noise.log_std.exp()}
+
+    # ------------------------------------------------------------------ prediction
+
+    def codes(self) -> torch.Tensor:
+        return self.factors.log_u
+
+    def predict_rows(self, log_u_rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.factors.latent_rows(log_u_rows, t)).float()
+
+    def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.predict_rows(self.factors.log_u[i], t)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode then decode the posterior mean (the VAE-style reconstruction)."""
+        return self.decoder(self.encoder(x)[0]).float()
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).float()
+
+    def latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.factors.log_u.exp(), self.factors.v
+
+    def prepare_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """New members are fitted in latent space: the encoder means of their faces."""
+        return self.encoder(x)[0].detach()
+
+    def row_objective(self, log_u_rows: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The part of KL(q(z|x) || N(u∘v_t, I)) that depends on U: ½‖μ − u∘v_t‖²."""
+        return 0.5 * ((mu - self.factors.latent_rows(log_u_rows, t)) ** 2).sum(-1)
+
+    def finalize(self, *_):
+        pass
+
+
+class VAE(nn.Module):
+    """Per-face VAE with a N(0, I) prior: no factorization, a reference for reconstruction.
+
+    It has no notion of members or seconds; a missing face is predicted by
+    decoding the member's mean latent over its training faces (set by finalize).
+    """
+    kind = "vae"
+
+    def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
+                 obs_std: float | None = None, d: int = N_COORDS, **_):
+        super().__init__()
+        self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
+                          obs_std=obs_std, d=d)
+        self.encoder = Encoder(d, hidden, layers, k)
+        self.decoder = mlp(k, hidden, layers, d)
+        self.noise = ObsNoise(obs_std)
+        self.register_buffer("member_z", torch.zeros(n_members, k))   # (N, K) mean latent per member
+
+    def args(self) -> dict:
+        return dict(self._args)
+
+    def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
+        mu, logvar = self.encoder(x)
+        recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)), x).mean()
+        kl = kl_normal(mu, logvar, torch.zeros_like(mu)).mean()
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "obs_std": self.noise.log_std.exp()}
+
+    @torch.no_grad()
+    def finalize(self, faces) -> None:
+        """member_z[i] = mean encoder μ over member i's training faces (deterministic)."""
+        mu = torch.cat([self.encoder(faces.x[faces.i[s:s + 65536], faces.t[s:s + 65536]])[0]
+                        for s in range(0, faces.n_observed, 65536)])
+        total = torch.zeros_like(self.member_z).index_add_(0, faces.i, mu)
+        count = torch.bincount(faces.i, minlength=len(self.member_z)).clamp_min(1)
+        self.member_z.copy_(total / count[:, None])
+
+    def codes(self) -> torch.Tensor:
+        return self.member_z
+
+    def predict_rows(self, z_rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z_rows).float()
+
+    def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.predict_rows(self.member_z[i], t)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x)[0]).float()
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).float()

@@ -1,0 +1,74 @@
+"""Shared pieces of the neural models: the MLP and the per-member / per-second factors."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    """`layers` fully connected ReLU layers of width `hidden`, then a linear output layer."""
+    blocks: list[nn.Module] = []
+    width = d_in
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    blocks.append(nn.Linear(width, d_out))
+    return nn.Sequential(*blocks)
+
+
+class Factors(nn.Module):
+    """U = exp(log_u) (N, K) log-normal per member, V (T, K) normal per second; latent u_i ∘ v_t."""
+
+    def __init__(self, n_members: int, n_seconds: int, k: int, u_prior_std: float, v_prior_std: float):
+        super().__init__()
+        self.u_prior_std, self.v_prior_std = u_prior_std, v_prior_std
+        self.log_u = nn.Parameter(0.1 * torch.randn(n_members, k))   # (N, K)
+        self.v = nn.Parameter(torch.randn(n_seconds, k))             # (T, K)
+
+    def latent(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B,) members, (B,) seconds → (B, K) u_i ∘ v_t."""
+        return self.log_u[i].exp() * self.v[t]
+
+    def latent_rows(self, log_u_rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return log_u_rows.exp() * self.v[t]
+
+    def neg_log_prior(self) -> torch.Tensor:
+        """−log p(U) − log p(V) up to constants (log-normal U: a normal prior on log U)."""
+        return (0.5 * (self.log_u ** 2).sum() / self.u_prior_std ** 2
+                + 0.5 * (self.v ** 2).sum() / self.v_prior_std ** 2)
+
+    def log_u_prior_mean(self) -> torch.Tensor:
+        """(1, K) mean log U over the training members: the start and pull of new members."""
+        return self.log_u.detach().mean(0, keepdim=True)
+
+
+class ObsNoise(nn.Module):
+    """Isotropic observation noise σ of x ~ N(f(z), σ² I): fixed (the paper: σ = 1) or learned.
+
+    Learning one scalar σ lets the likelihood match the data's real noise level
+    in normalized units; with σ fixed at 1 a low-noise tensor is under-fitted
+    and the FVAE's KL term dominates its reconstruction term.
+    """
+
+    def __init__(self, std: float | None):
+        super().__init__()
+        self.learned = std is None
+        log_std = torch.tensor(0.0 if std is None else math.log(std))
+        if self.learned:
+            self.log_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("log_std", log_std)
+
+    def nll(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-face −log N(x; x̂, σ² I) without the 2π constant: (B,)."""
+        sq = ((x_hat.float() - x) ** 2).sum(-1)
+        return 0.5 * sq * torch.exp(-2 * self.log_std) + x.shape[-1] * self.log_std
+
+
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor) -> torch.Tensor:
+    """Per-face KL( N(mu, diag exp(logvar)) || N(prior_mean, I) ): (B,)."""
+    return 0.5 * (logvar.exp() + (mu - prior_mean) ** 2 - 1.0 - logvar).sum(-1)
+
+

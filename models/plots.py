@@ -1,0 +1,142 @@
+"""Figures (matplotlib, Agg backend, PNG): faces, bars, curves, factor plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.store import atomic_path  # noqa: E402
+
+# iBUG 68-point outline: (first, last, closed)
+FACE_PARTS = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
+              (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
+COLORS = {"tf": "tab:blue", "nltf": "tab:orange", "fvae": "tab:green", "vae": "tab:purple",
+          "member mean": "tab:gray", "time mean": "tab:brown", "mean face": "tab:gray",
+          "global mean": "black"}
+
+
+def save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def draw_face(ax, face: np.ndarray, color="k", lw=1.0, alpha=1.0) -> None:
+    """Draw a (136,) or (68, 2) landmark face as connected outlines, y pointing down."""
+    pts = np.asarray(face, dtype=float).reshape(68, 2)
+    for first, last, closed in FACE_PARTS:
+        idx = list(range(first, last + 1)) + ([first] if closed else [])
+        ax.plot(pts[idx, 0], pts[idx, 1], color=color, lw=lw, alpha=alpha)
+    ax.set_aspect("equal")
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+    ax.axis("off")
+
+
+def bar_table(rows: list[dict], path: Path, title: str) -> Path:
+    """Train and held-out MSE per model / baseline as grouped bars."""
+    names = [r["model"] for r in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 3.5))
+    ax.bar(x - 0.2, [r.get("train_mse", np.nan) for r in rows], 0.4, label="train (reconstruction)")
+    ax.bar(x + 0.2, [r["test_mse"] for r in rows], 0.4, label="held-out (prediction)")
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("MSE per face (sum over 136 coords)")
+    ax.set_title(title)
+    ax.legend()
+    return save(fig, path)
+
+
+def ksweep_curves(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for kind in sorted({r["model"] for r in rows}):
+        sub = sorted((r for r in rows if r["model"] == kind), key=lambda r: r["k"])
+        for ax, key in zip(axes, ("train_mse", "test_mse")):
+            ax.plot([r["k"] for r in sub], [r[key] for r in sub], "o-", color=COLORS.get(kind), label=kind)
+    for ax, title in zip(axes, ("train (reconstruction)", "held-out (prediction)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K")
+        ax.set_title(title)
+    axes[0].set_ylabel("MSE per face")
+    axes[0].legend()
+    return save(fig, path)
+
+
+def longterm_curves(rows: list[dict], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        sub = [r for r in rows if r["model"] == name]
+        ax.plot([r["lambda"] for r in sub], [r["test_mse"] for r in sub], marker="o", label=name,
+                color=COLORS.get(name), ls="--" if "mean" in name else "-")
+    ax.set_xscale("log")
+    ax.set_xlabel("λ: fraction of the movie observed")
+    ax.set_ylabel("MSE per face on the rest")
+    ax.set_title("Long-term prediction of held-out members")
+    ax.legend()
+    return save(fig, path)
+
+
+def training_curves(curves: dict[str, list[dict]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for kind, metrics in curves.items():
+        xs = [m.get("epoch", m.get("iteration")) for m in metrics]
+        ax.plot(xs, [m.get("loss", m.get("recon")) for m in metrics], label=kind, color=COLORS.get(kind))
+    ax.set_xlabel("epoch (ALS iteration for tf)")
+    ax.set_ylabel("training loss per face")
+    ax.set_yscale("log")
+    ax.legend()
+    return save(fig, path)
+
+
+def face_grid(faces: np.ndarray, path: Path, row_labels: list[str], title: str,
+              reference: np.ndarray | None = None) -> Path:
+    """faces (R, C, 136) drawn as a grid; the reference face (136,) drawn faintly under each."""
+    n_rows, n_cols = faces.shape[:2]
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.4 * n_rows), squeeze=False)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            if reference is not None:
+                draw_face(axes[r, c], reference, color="0.75", lw=0.8)
+            draw_face(axes[r, c], faces[r, c], color="k", lw=0.9)
+        axes[r, 0].text(-0.08, 0.5, row_labels[r], transform=axes[r, 0].transAxes, ha="right", va="center")
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def factor_timecourse(v: np.ndarray, path: Path, bin_seconds: float, title: str) -> Path:
+    """V (T, K) over the movie, one small panel per latent dimension."""
+    k = v.shape[1]
+    fig, axes = plt.subplots(k, 1, figsize=(8, 0.8 * k + 0.8), sharex=True, squeeze=False)
+    seconds = np.arange(len(v)) * bin_seconds
+    for d in range(k):
+        axes[d, 0].plot(seconds, v[:, d], lw=0.8)
+        axes[d, 0].set_ylabel(f"V{d}", rotation=0, ha="right")
+    axes[-1, 0].set_xlabel("movie time (s)")
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def cluster_figure(u_scaled: np.ndarray, labels: np.ndarray, exemplar_faces: np.ndarray,
+                   mean_face: np.ndarray, path: Path, title: str) -> Path:
+    """Rows of U sorted by cluster (heat map) and each cluster's exemplar face over the mean face."""
+    n_clusters = len(exemplar_faces)
+    fig = plt.figure(figsize=(3 + 1.6 * n_clusters, 3.4))
+    grid = fig.add_gridspec(1, n_clusters + 2)
+    ax = fig.add_subplot(grid[0, :2])
+    order = np.argsort(labels, kind="stable")
+    ax.imshow(u_scaled[order], aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("members (sorted by cluster)")
+    for c in range(n_clusters):
+        axc = fig.add_subplot(grid[0, c + 2])
+        draw_face(axc, mean_face, color="0.75", lw=0.8)
+        draw_face(axc, exemplar_faces[c], color=f"C{c}", lw=1.0)
+        axc.set_title(f"cluster {c} (n={int((labels == c).sum())})", fontsize=8)
+    fig.suptitle(title)
+    return save(fig, path)

@@ -1,0 +1,99 @@
+"""Training: a two-step smoke test, kill/resume equality, config checks, reproducibility, GPU."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import checkpoint as ckpt
+from models.data import completion_split, movie_from_tensor
+from models.train import fit_model, load_fitted
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package: find the fixtures module
+from models_fixtures import tiny_config, tiny_tensor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return movie_from_tensor(tiny_tensor())
+
+
+def _fit(kind, movie, folder, resume=False, on_epoch_end=None, **train):
+    cfg = tiny_config(**train)
+    train_mask, _ = completion_split(movie.mask, 6, 0)
+    return fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder, resume=resume,
+                     split={"seed": 0}, on_epoch_end=on_epoch_end)
+
+
+@pytest.mark.parametrize("kind", ["nltf", "fvae", "vae"])
+def test_two_epoch_smoke(kind, movie, tmp_path):
+    fitted = _fit(kind, movie, tmp_path)
+    assert [m["epoch"] for m in fitted.metrics] == [1, 2]
+    assert all(np.isfinite(m["loss"]) for m in fitted.metrics)
+    assert (tmp_path / "checkpoints" / "last").read_text().strip() == "epoch_0002.pt"
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    pred = fitted.predict(np.array([0, 1]), np.array([3, 4]))
+    assert pred.shape == (2, 136) and np.isfinite(pred).all()
+    again = load_fitted(tmp_path, "cpu")
+    assert np.allclose(again.predict(np.array([0, 1]), np.array([3, 4])), pred, atol=1e-6)
+
+
+def test_tf_fits_and_reloads(movie, tmp_path):
+    fitted = _fit("tf", movie, tmp_path)
+    i, t = np.nonzero(movie.mask)
+    assert np.allclose(load_fitted(tmp_path, "cpu").predict(i, t), fitted.predict(i, t), atol=1e-6)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def _kill_at(epoch):
+    def hook(e):
+        if e == epoch:
+            raise Killed(f"killed after epoch {e}")
+    return hook
+
+
+@pytest.mark.parametrize("kind", ["fvae", "nltf"])
+def test_kill_and_resume_gives_the_uninterrupted_result(kind, movie, tmp_path):
+    whole = _fit(kind, movie, tmp_path / "whole", epochs=4)
+    with pytest.raises(Killed):
+        _fit(kind, movie, tmp_path / "killed", epochs=4, on_epoch_end=_kill_at(2))
+    assert (tmp_path / "killed" / "checkpoints" / "last").read_text().strip() == "epoch_0002.pt"
+    resumed = _fit(kind, movie, tmp_path / "killed", resume=True, epochs=4)
+    for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [m["loss"] for m in whole.metrics] == [m["loss"] for m in resumed.metrics]
+
+
+def test_existing_run_needs_resume_and_the_same_config(movie, tmp_path):
+    _fit("fvae", movie, tmp_path)
+    with pytest.raises(ValueError, match="--resume"):
+        _fit("fvae", movie, tmp_path)
+    with pytest.raises(ValueError, match="different configuration.*lr"):
+        _fit("fvae", movie, tmp_path, resume=True, lr=1e-2)
+    _fit("fvae", movie, tmp_path, resume=True)        # same config: loads the finished model
+
+
+def test_same_seed_same_model_other_seed_differs(movie, tmp_path):
+    a = _fit("fvae", movie, tmp_path / "a")
+    b = _fit("fvae", movie, tmp_path / "b")
+    c = _fit("fvae", movie, tmp_path / "c", seed=1)
+    assert torch.equal(a.model.factors.v, b.model.factors.v)
+    assert not torch.equal(a.model.factors.v, c.model.factors.v)
+
+
+def test_dangling_last_pointer_names_the_fix(tmp_path):
+    (tmp_path / "last").write_text("epoch_0009.pt\n")
+    with pytest.raises(ValueError, match="is missing"):
+        ckpt.load_last(tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fvae_trains_on_cuda_with_amp(movie, tmp_path):
+    fitted = _fit("fvae", movie, tmp_path, device="cuda", amp=True)
+    assert fitted.device.type == "cuda" and np.isfinite(fitted.metrics[-1]["loss"])
+    assert np.isfinite(fitted.predict(np.array([0]), np.array([0]))).all()
