@@ -177,7 +177,8 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     started = time.perf_counter()
     report = StageReport(stage.name)
     units = [u for u in stage.plan(cfg, workspace) if select is None or select(u)]
-    for folder in {Path(u.outputs[0][1]).parent for u in units}:
+    output_folders = {Path(u.outputs[0][1]).parent for u in units}
+    for folder in output_folders:
         sweep_orphans(folder)
     todo = []
     for unit in units:
@@ -203,6 +204,8 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
                 _record(report, name, error)
                 bar.update()
     bar.close()
+    for folder in output_folders:   # again: writers of a killed run may have died only since the start
+        sweep_orphans(folder)
     report.seconds = time.perf_counter() - started
     return report
 

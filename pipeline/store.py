@@ -143,6 +143,8 @@ _TMP_RE = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"(\d+)-[0-9a-f]{8}")
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while a writer process still runs (a zombie counts as dead: in containers
+    nobody may reap a SIGKILLed worker)."""
     if pid == os.getpid():
         return True
     try:
@@ -151,7 +153,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def sweep_orphans(folder: Path) -> list[Path]:
@@ -304,3 +310,289 @@ def read_movie_tensor(path: Path) -> MovieTensor:
 
 def _as_str(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+# --- detections
+# One file per (movie, session, camera, chunk): data/cache/detect/<movie>/<session>/<camera>/<chunk>.h5.
+# F sampled frames (one per sampling instant in the chunk, gaps included), D detections.
+
+DETECTIONS_SCHEMA_VERSION = 1
+DETECTION_ATTRS = ("movie", "session", "camera", "chunk_start_s", "chunk_end_s", "fps", "width_px",
+                   "height_px", "sample_every_s", "detector_front", "detector_back")
+
+
+@dataclass
+class Detections:
+    """Face detections of one chunk of one camera's recording.
+
+    frame_index  (F,)   int64    frame number from the start of the recording
+    frame_time_s (F,)   float64  recording time of the frame
+    frame_ok     (F,)   bool     False = gap (corrupt, wrong-size or missing frame)
+    det_frame    (D,)   int32    row into the frame arrays
+    det_box_px   (D, 4) float32  [left, top, right, bottom], full-frame pixels
+    det_score    (D,)   float32  detector confidence (HOG margin; higher = surer)
+    det_band     (D,)   int8     0 = front-rows detector, 1 = back-rows detector
+    attrs: movie, session, camera, chunk_start_s, chunk_end_s, fps, width_px,
+           height_px, sample_every_s, detector_front, detector_back, schema_version
+    """
+    frame_index: np.ndarray
+    frame_time_s: np.ndarray
+    frame_ok: np.ndarray
+    det_frame: np.ndarray
+    det_box_px: np.ndarray
+    det_score: np.ndarray
+    det_band: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frame_index)
+
+    def boxes_of(self, row: int) -> np.ndarray:
+        """(d, 4) boxes detected on frame row `row`."""
+        return self.det_box_px[self.det_frame == row]
+
+    def validate(self, source: str = "detections") -> "Detections":
+        n_frames = len(self.frame_index)
+        for name in ("frame_time_s", "frame_ok"):
+            if len(getattr(self, name)) != n_frames:
+                raise DataError(f"{source}: '{name}' must have F={n_frames} entries, got "
+                                f"{len(getattr(self, name))}. Regenerate it with the 'detect' stage.")
+        n_dets = len(self.det_frame)
+        if self.det_box_px.shape != (n_dets, 4):
+            raise DataError(f"{source}: 'det_box_px' must have shape (D, 4) = {(n_dets, 4)}, got "
+                            f"{self.det_box_px.shape}. Regenerate it with the 'detect' stage.")
+        for name in ("det_score", "det_band"):
+            if len(getattr(self, name)) != n_dets:
+                raise DataError(f"{source}: '{name}' must have D={n_dets} entries. Regenerate it.")
+        if n_dets and (self.det_frame.min() < 0 or self.det_frame.max() >= n_frames):
+            raise DataError(f"{source}: 'det_frame' points outside the {n_frames} frames. Regenerate it.")
+        return self
+
+
+_DETECTION_DTYPES = {"frame_index": np.int64, "frame_time_s": np.float64, "frame_ok": bool,
+                     "det_frame": np.int32, "det_box_px": np.float32, "det_score": np.float32,
+                     "det_band": np.int8}
+
+
+def write_detections(path: Path, detections: Detections) -> Path:
+    """Validate and write a detections chunk atomically (path may be a runner temp path)."""
+    import h5py
+
+    detections.validate(str(path))
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for name, dtype in _DETECTION_DTYPES.items():
+                h5.create_dataset(name, data=np.asarray(getattr(detections, name), dtype=dtype))
+            for key, value in detections.attrs.items():
+                h5.attrs[key] = value
+            h5.attrs["schema_version"] = DETECTIONS_SCHEMA_VERSION
+    return Path(path)
+
+
+def read_detections(path: Path) -> Detections:
+    """Read and validate a detections chunk."""
+    import h5py
+
+    path = require_file(path, "detections file", "Run the 'detect' stage first.")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err}). Rerun the 'detect' stage "
+                        f"with --force for this chunk.") from err
+    with h5:
+        missing = [name for name in _DETECTION_DTYPES if name not in h5]
+        if missing:
+            raise DataError(f"{path}: missing dataset(s) {', '.join(missing)}; not a detections chunk "
+                            f"(see data/README.md). Rerun the 'detect' stage.")
+        arrays = {name: h5[name][()].astype(dtype) for name, dtype in _DETECTION_DTYPES.items()}
+        attrs = {k: _as_str(v) for k, v in h5.attrs.items()}
+    if arrays["det_box_px"].size == 0:
+        arrays["det_box_px"] = arrays["det_box_px"].reshape(0, 4)
+    return Detections(**arrays, attrs=attrs).validate(str(path))
+
+
+# --- landmarks, frontal, members
+# data/cache/landmarks/<movie>/<session>/<camera>/<chunk>.h5   (one per detect chunk)
+# data/cache/frontalize/<movie>/<session>/<camera>/<chunk>.h5  (one per detect chunk)
+# data/cache/members/<movie>/<session>/<camera>/members.h5     (one per session and camera)
+# Each chunk file repeats the detections datasets (frame_*, det_*) so a later stage needs
+# only its direct input. Schemas: data/README.md and the *_DATASETS tables below.
+
+FACE_SCHEMA_VERSION = 1
+LANDMARKS_DATASETS = {"landmarks_px": np.float32, "ert_box_px": np.float32, "upsample": np.float32,
+                      "fit_ok": bool}
+FRONTAL_DATASETS = {"frontal": np.float32, "pose_deg": np.float32, "scale_px": np.float32,
+                    "center_px": np.float32, "fit_rms": np.float32, "frontal_ok": bool}
+MEMBERS_DATASETS = {"frame_time_s": np.float64, "frame_ok": bool, "face_frame": np.int32,
+                    "face_time_s": np.float64, "face_box_px": np.float32, "face_score": np.float32,
+                    "face_band": np.int8, "face_frontal": np.float32, "face_pose_deg": np.float32,
+                    "face_member": np.int32, "member_id": str, "seat_xy_px": np.float32,
+                    "seat_width_px": np.float32, "seat_row": np.int16, "seat_col": np.int16,
+                    "member_observed_fraction": np.float32, "chunk_start_s": np.float64,
+                    "chunk_end_s": np.float64}
+
+
+@dataclass
+class FaceArrays:
+    """The datasets (name → array) and attributes of a landmarks, frontal or members file."""
+    arrays: dict
+    attrs: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+
+def _write_face_file(path: Path, arrays: dict, dtypes: dict, attrs: dict, kind: str) -> Path:
+    import h5py
+
+    missing = [name for name in dtypes if name not in arrays]
+    if missing:
+        raise DataError(f"{path}: cannot write a {kind} file without {', '.join(missing)}.")
+    str_dt = h5py.string_dtype("utf-8")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for name, values in arrays.items():
+                dtype = dtypes.get(name, _DETECTION_DTYPES.get(name))
+                if dtype is str:
+                    h5.create_dataset(name, data=np.asarray(values, dtype=object), dtype=str_dt)
+                else:
+                    h5.create_dataset(name, data=np.asarray(values, dtype=dtype))
+            h5.attrs.update({k: v for k, v in attrs.items() if k != "schema_version"})
+            h5.attrs["kind"] = kind
+            h5.attrs["schema_version"] = FACE_SCHEMA_VERSION
+    return Path(path)
+
+
+def _read_face_file(path: Path, dtypes: dict, kind: str, stage: str) -> FaceArrays:
+    import h5py
+
+    path = require_file(path, f"{kind} file", f"Run the '{stage}' stage first.")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err}). Rerun the '{stage}' stage "
+                        f"with --force for this unit.") from err
+    with h5:
+        missing = [name for name in dtypes if name not in h5]
+        if missing:
+            raise DataError(f"{path}: missing dataset(s) {', '.join(missing)}; not a {kind} file "
+                            f"(see data/README.md). Rerun the '{stage}' stage.")
+        arrays = {}
+        for name in h5:
+            values = h5[name][()]
+            if values.dtype.kind in "OS":
+                values = np.array([_as_str(v) for v in values], dtype=object)
+            arrays[name] = values
+        attrs = {k: _as_str(v) for k, v in h5.attrs.items()}
+    return FaceArrays(arrays, attrs)
+
+
+def _with_detections(detections: Detections, arrays: dict) -> dict:
+    out = {name: getattr(detections, name) for name in _DETECTION_DTYPES}
+    out.update(arrays)
+    return out
+
+
+def write_landmarks_chunk(path: Path, detections: Detections, fitted: dict, model: str) -> Path:
+    """Detections + landmarks_px (D, 68, 2) px, ert_box_px (D, 4), upsample (D,), fit_ok (D,)."""
+    attrs = dict(detections.attrs, landmark_model=model)
+    return _write_face_file(path, _with_detections(detections, fitted), LANDMARKS_DATASETS, attrs, "landmarks")
+
+
+def read_landmarks_chunk(path: Path) -> FaceArrays:
+    return _read_face_file(path, {**_DETECTION_DTYPES, **LANDMARKS_DATASETS}, "landmarks", "landmarks")
+
+
+def write_frontal_chunk(path: Path, arrays: dict, attrs: dict) -> Path:
+    """Detection datasets + frontal (D, 68, 2) canonical units, pose_deg (D, 3), scale_px (D,), …"""
+    return _write_face_file(path, arrays, {**_DETECTION_DTYPES, **FRONTAL_DATASETS}, attrs, "frontal")
+
+
+def read_frontal_chunk(path: Path) -> FaceArrays:
+    return _read_face_file(path, {**_DETECTION_DTYPES, **FRONTAL_DATASETS}, "frontal", "frontalize")
+
+
+def write_members(path: Path, arrays: dict, attrs: dict) -> Path:
+    """Faces of one session and camera with their member (seat) assignment."""
+    return _write_face_file(path, arrays, MEMBERS_DATASETS, attrs, "members")
+
+
+def read_members(path: Path) -> FaceArrays:
+    return _read_face_file(path, MEMBERS_DATASETS, "members", "members")
+
+
+# --- synthetic ground truth
+# <camera>.truth.h5 next to each synthetic recording (pipeline/synthetic; schema in data/README.md).
+# F frames, V viewers, K true factors, T movie seconds. Image-space arrays are NaN where not visible.
+
+SYNTH_TRUTH_DATASETS = {            # name: number of dimensions
+    "time_s": 1, "movie_time_s": 1,
+    "viewer_id": 1, "seat_id": 1, "seat_row": 1, "seat_col": 1, "seat_centre_px": 2, "group": 1,
+    "source_face": 1, "U": 2, "V_movie": 2, "V_movie_time_s": 1, "funny_moments_s": 1,
+    "face_box": 3, "landmarks_image": 4, "landmarks_frontal": 4, "pose_deg": 3,
+    "visible": 2, "absence": 2, "expression": 3, "blink": 2,
+}
+SYNTH_TRUTH_PER_FRAME = ("face_box", "landmarks_image", "landmarks_frontal", "pose_deg", "visible",
+                         "absence", "expression", "blink")
+
+
+def write_synthetic_truth(path: Path, arrays: dict, attrs: dict, atomic: bool = True) -> Path:
+    """Write a synthetic screening's ground truth; atomic=False when `path` already is a runner temp path."""
+    missing = [name for name in SYNTH_TRUTH_DATASETS if name not in arrays]
+    if missing:
+        raise DataError(f"{path}: synthetic truth lacks {', '.join(missing)}")
+    if not atomic:
+        return _write_synthetic_h5(Path(path), arrays, attrs)
+    with atomic_path(path) as tmp:
+        _write_synthetic_h5(tmp, arrays, attrs)
+    return Path(path)
+
+
+def _write_synthetic_h5(path: Path, arrays: dict, attrs: dict) -> Path:
+    import h5py
+
+    str_dt = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as h5:
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            if values.dtype.kind in "UO":
+                h5.create_dataset(name, data=values.astype(object), dtype=str_dt)
+            elif name in SYNTH_TRUTH_PER_FRAME and values.ndim >= 2 and values.shape[0] > 0:
+                h5.create_dataset(name, data=values, chunks=(1,) + values.shape[1:], compression="gzip",
+                                  compression_opts=4, shuffle=True)
+            else:
+                h5.create_dataset(name, data=values)
+        h5.attrs.update({k: v for k, v in attrs.items()})
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        h5.attrs["kind"] = "synthetic_truth"
+    return Path(path)
+
+
+def read_synthetic_truth(path: Path, names: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """(arrays, attrs) of a <camera>.truth.h5; `names` limits which datasets are read."""
+    import h5py
+
+    path = require_file(path, "synthetic truth file", "Generate the screening with scripts/synthesize.py.")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err}). Regenerate it with scripts/synthesize.py.") from err
+    with h5:
+        if h5.attrs.get("kind") != "synthetic_truth":
+            raise DataError(f"{path}: not a synthetic ground-truth file (attribute kind != 'synthetic_truth').")
+        wanted = names or tuple(h5.keys())
+        absent = [n for n in wanted if n not in h5]
+        if absent:
+            raise DataError(f"{path}: missing dataset(s) {', '.join(absent)}; regenerate with scripts/synthesize.py.")
+        arrays = {}
+        for name in wanted:
+            values = h5[name][()]
+            if values.dtype.kind == "O":
+                values = np.array([_as_str(v) for v in values], dtype=object)
+            arrays[name] = values
+        attrs = {k: _as_str(v) for k, v in h5.attrs.items()}
+    return arrays, attrs

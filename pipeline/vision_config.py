@@ -2,34 +2,117 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class SourcesConfig:
     sample_every_s: float = 0.5    # analyse one frame every this many seconds
     chunk_s: float = 60.0          # recordings are processed in chunks of this length
+    replay_speed: float = 1.0      # paced replay (live mode): 1.0 = the recording's own rate
+    segment_s: float = 60.0        # live capture writes the recording in segments this long
+    queue_size: int = 8            # live mode: frames allowed to wait between two workers
+
+    def __post_init__(self):
+        for name in ("sample_every_s", "chunk_s", "replay_speed", "segment_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"sources.{name} must be > 0, got {getattr(self, name)}")
+        if self.queue_size < 1:
+            raise ValueError(f"sources.queue_size must be >= 1, got {self.queue_size}")
 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    pass
+    front_detector: str = "default"   # "default" (shipped .svm), "dlib_frontal", "cnn" or a .svm path
+    back_detector: str = "default"    # same choices, for the back three rows
+    front_band_frac: tuple[float, float] = (0.39, 0.88)  # front rows' faces [top, bottom] / frame height, if session.yaml has none
+    back_band_frac: tuple[float, float] = (0.15, 0.32)   # back three rows' faces [top, bottom] / frame height, if session.yaml has none
+    front_face_px: tuple[float, float] = (24.0, 48.0)    # face-box side at the front band's top and bottom, if session.yaml has none
+    back_face_px: tuple[float, float] = (18.0, 22.0)     # face-box side at the back band's top and bottom, if session.yaml has none
+    band_margin_faces: float = 0.6    # context added above and below each band, in expected faces
+    target_face_px: float = 44.0      # each strip is resized so its faces are about this big (HOG window 40 px)
+    strip_faces: float = 2.3          # strip height, in expected faces (short strips cap the HOG pyramid)
+    step_faces: float = 1.15          # strip-to-strip step, in expected faces (overlap = strip - step)
+    threshold: float = 0.5            # keep detections with HOG score above this (lower = more recall)
+    merge_iou: float = 0.3            # detections overlapping more than this are one face
+    use_known_rows: bool = True       # search only strips around the seat rows session.yaml lists (if it does)
+    track_rows: bool = True           # no known rows: between full scans, search only rows found so far
+    rescan_s: float = 10.0            # full scan of both bands at least this often (recording seconds)
+    row_gap_faces: float = 1.0        # face centres further apart in y than this many faces are other rows
+    row_margin_faces: float = 0.5     # a row strip extends this many face heights above and below its faces
+    row_min_face_frac: float = 0.85   # row strips are scaled to catch faces down to this × the row's size
+
+    def __post_init__(self):
+        for name in ("front_band_frac", "back_band_frac"):
+            top, bottom = getattr(self, name)
+            if not 0 <= top < bottom <= 1:
+                raise ValueError(f"detect.{name} must be [top, bottom] with 0 <= top < bottom <= 1")
+        if min(self.front_face_px + self.back_face_px) <= 0 or self.target_face_px <= 0:
+            raise ValueError("detect: face sizes and target_face_px must be > 0")
+        if not 0 < self.step_faces < self.strip_faces or self.band_margin_faces < 0:
+            raise ValueError("detect: need 0 < step_faces < strip_faces and band_margin_faces >= 0")
+        if not 0 < self.merge_iou <= 1:
+            raise ValueError("detect: merge_iou must be in (0, 1]")
+        if self.rescan_s <= 0 or self.row_gap_faces <= 0 or self.row_margin_faces < 0 or not 0 < self.row_min_face_frac <= 1:
+            raise ValueError("detect: rescan_s > 0, row_gap_faces > 0, row_margin_faces >= 0, 0 < row_min_face_frac <= 1")
+
+
+def _check_positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {value}")
 
 
 @dataclass(frozen=True)
 class LandmarksConfig:
-    pass
+    model_path: str = ""           # 68-point ERT .dat; "" = stock iBUG model from face_recognition_models
+    box_scale: float = 1.0         # ERT box side = box_scale × detector box width
+    box_dx: float = 0.0            # ERT box centre shift right, in detector box widths
+    box_dy: float = 0.0            # ERT box centre shift down, in detector box heights
+    target_face_px: float = 96.0   # crops are upsampled so the ERT box is about this many px wide
+    max_upsample: float = 8.0      # never upsample a crop more than this factor
+    crop_margin: float = 0.6       # crop this many ERT-box sides of context around the box, each side
+    refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
+
+    def __post_init__(self):
+        _check_positive("landmarks", box_scale=self.box_scale, target_face_px=self.target_face_px,
+                        max_upsample=self.max_upsample)
+        if self.max_upsample < 1 or self.crop_margin < 0 or self.refine_passes < 0:
+            raise ValueError("landmarks: max_upsample must be >= 1, crop_margin >= 0, refine_passes >= 0")
 
 
 @dataclass(frozen=True)
 class FrontalizeConfig:
-    pass
+    jaw_weight: float = 0.0        # weight of the 17 jaw points in the pose fit (eyes, nose 1; brows, mouth 0.5)
+    iterations: int = 12           # scaled-orthographic pose refinement iterations
+    max_abs_yaw_deg: float = 75.0  # faces with a larger fitted |yaw| are marked not ok
+
+    def __post_init__(self):
+        if self.jaw_weight < 0 or self.iterations < 1 or not 0 < self.max_abs_yaw_deg <= 90:
+            raise ValueError("frontalize: jaw_weight >= 0, iterations >= 1, 0 < max_abs_yaw_deg <= 90")
 
 
 @dataclass(frozen=True)
 class MembersConfig:
-    pass
+    seat_source: Literal["discover", "session"] = "discover"  # discover seats, or use session.yaml `seats_px`
+    seat_radius: float = 0.6       # a face belongs to a seat within this many face widths of its centre
+    seat_spacing: float = 1.0      # two discovered seats are at least this many face widths apart
+    min_observed_fraction: float = 0.2  # drop seats seen in fewer than this fraction of sampled frames
+    max_discovery_faces: int = 20000    # seats are discovered from at most this many faces (random subset)
+    row_gap: float = 0.6           # seats whose y differs by more than this many face heights are other rows
+    seed: int = 0                  # seed of the discovery subset
+
+    def __post_init__(self):
+        _check_positive("members", seat_radius=self.seat_radius, seat_spacing=self.seat_spacing,
+                        row_gap=self.row_gap)
+        if not 0 <= self.min_observed_fraction <= 1 or self.max_discovery_faces < 100:
+            raise ValueError("members: min_observed_fraction in [0, 1], max_discovery_faces >= 100")
 
 
 @dataclass(frozen=True)
 class BinningConfig:
     bin_seconds: float = 1.0       # length of one tensor time bin
+    combine: Literal["mean", "median"] = "mean"  # how the frontal faces inside one bin are combined
+
+    def __post_init__(self):
+        _check_positive("binning", bin_seconds=self.bin_seconds)

@@ -3,10 +3,8 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -15,6 +13,7 @@ import pytest
 
 from pipeline.runner import run_stage, stage_status, unit_state
 from pipeline.store import Workspace, sweep_orphans, tmp_path_for
+from killing import start_and_kill
 from toy_stages import KEYS, NUMBERS, SUMS, NumbersConfig, SumsConfig, ToyConfig
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -134,11 +133,7 @@ def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted_run(tmp_pat
     root = tmp_path / "killed"
     workers = "2" if trial % 2 else "1"
     for _ in range(2):                        # kill twice, at random moments
-        proc = subprocess.Popen(script + [str(root), "--delay", "0.3", "--workers", workers],
-                                start_new_session=True)
-        time.sleep(rng.uniform(0.3, 2.5))
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        start_and_kill(script + [str(root), "--delay", "0.3", "--workers", workers], rng.uniform(0.3, 2.5))
     subprocess.run(script + [str(root)], check=True)
     assert_same(reference, read_all(root / "cache"))
     leftovers = [p for p in root.rglob("*") if ".tmp-" in p.name]
