@@ -14,7 +14,6 @@ from pipeline.store import read_movie_tensor, read_synthetic_truth
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 DURATION_S = 6.0
 pytestmark = pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
-ASSETS = Path(__file__).resolve().parents[1] / "pipeline" / "assets"
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +97,6 @@ def test_changing_the_bin_length_reruns_only_bin(screening):
     assert read_movie_tensor(screening.workspace.tensor_path(cfg.synthetic.movie)).bin_seconds == 2.0
 
 
-@pytest.mark.skipif(not (ASSETS / "detector_front.svm").exists() or not (ASSETS / "detector_back.svm").exists(),
-                    reason="the shipped face detectors (pipeline/assets/detector_*.svm) are not trained yet")
 def test_pipeline_with_the_detector_matches_truth(screening):
     tensor = _run(screening, "detector")
     _check_against_truth(screening, tensor, min_coverage=0.8)
