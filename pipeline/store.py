@@ -108,6 +108,9 @@ def ensure_dir(path: Path) -> Path:
     except PermissionError as err:
         raise DataError(f"cannot create folder {path}: permission denied. Choose a writable "
                         f"workspace with workspace.root=PATH or fix the folder's permissions.") from err
+    except OSError as err:   # e.g. a file where a folder should be
+        raise DataError(f"cannot create folder {path}: {err.strerror}. Choose another workspace "
+                        f"with workspace.root=PATH or move what is in the way.") from err
     if not os.access(path, os.W_OK):
         raise DataError(f"folder {path} is not writable. Choose a writable workspace with "
                         f"workspace.root=PATH or fix the folder's permissions.")

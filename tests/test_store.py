@@ -73,3 +73,30 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
             raise RuntimeError("crash mid-write")
     assert final.read_text() == "old, complete"
     assert list(tmp_path.iterdir()) == [final]
+
+
+def test_disk_full_is_a_clear_error_and_keeps_the_old_output(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    final = tmp_path / "tensor.h5"
+    write_movie_tensor(final, make_tensor(seed=1))
+    before = final.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(DataError, match="disk full.*workspace.root"):
+        write_movie_tensor(final, make_tensor(seed=2))
+    assert final.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [final]
+
+
+def test_a_file_where_the_workspace_should_be_is_a_clear_error(tmp_path):
+    from pipeline.store import ensure_dir
+
+    blocker = tmp_path / "data"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(DataError, match="cannot create folder .*data/cache.*workspace.root"):
+        ensure_dir(blocker / "cache")
