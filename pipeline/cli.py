@@ -13,6 +13,7 @@ joins pipeline/ (video → tensors) and models/ (tensors → factors).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -150,9 +151,14 @@ def cmd_demo(args, cfg) -> int:
     summarize_tensors(workspace)
     from models.cli import run_models_demo
 
+    if args.quiet:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=False))
     tensor_path = workspace.tensor_path(cfg.synthetic.movie)
     run_dir = workspace.runs / "demo"
     report = run_models_demo(cfg, tensor_path, run_dir)
+    table = run_dir / "completion" / "table.md"
+    if table.is_file():
+        print("\n" + table.read_text().strip())
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     print(f"report: {report}")
     return 0

@@ -52,10 +52,6 @@ class Workspace:
     def runs(self) -> Path:
         return self.root / "runs"
 
-    @property
-    def manifests(self) -> Path:
-        return self.root / "manifests"
-
     def session_dir(self, movie: str, session: str) -> Path:
         return self.raw / movie / session
 

@@ -115,8 +115,8 @@ def truth_arrays(cfg: SyntheticConfig, sim: Simulation, session: str, camera: st
                           "movie_time_s = time_s + offset_s; a 1 s bin b covers movie time [b, b+1).",
         "landmarks_frontal_frame": "mean-face units (pipeline/assets/mean_face_68.npy): x right, y down, "
                                    "origin at the mean-face centre, jaw span 1.254; NaN while the viewer has left",
-        "landmarks_image_frame": "image pixels, x right, y down, origin at the top-left pixel's corner; "
-                                 "NaN unless visible",
+        "landmarks_image_frame": "image pixels, x right, y down, pixel centres at integers (the top-left "
+                                 "pixel's centre is (0, 0), as in dlib and OpenCV); NaN unless visible",
         "pose_convention": "yaw, pitch, roll degrees; R = Rz(roll) Rx(pitch) Ry(yaw); yaw>0 nose to image +x, "
                            "pitch>0 nose up, roll>0 clockwise",
     }
