@@ -14,6 +14,11 @@ members → bin with the runner, and prints:
 
     python bench/bench_vision.py --workspace /tmp/bench --scale small --duration 20
     python bench/bench_vision.py --detections oracle   # truth boxes (+ jitter) instead of the detector
+    python bench/bench_vision.py --detections oracle --scale full --duration 12 --workspace /tmp/bench_vision_full
+    python bench/bench_vision.py --variants "landmarks.engine=numpy landmarks.refine_passes=1" landmarks.engine=numpy
+
+By default two landmark variants are compared: the former default (dlib's
+predictor on upsampled crops, one refine pass) and the numpy engine.
 
 `--detections oracle` writes detect chunks from the truth (the detector's box
 convention, centre/size jitter `--jitter` of the box width, visible faces only),
@@ -96,7 +101,16 @@ def match_faces(boxes_px: np.ndarray, truth_boxes: np.ndarray, visible: np.ndarr
     return np.where(ok, best, -1)
 
 
-def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str) -> dict:
+def planned_chunks(stage: str, cfg, workspace: Workspace, movie: str, session: str, camera: str) -> list[Path]:
+    """The chunk files the current plan writes for one camera (never stale files of earlier runs
+    with another chunk_s or duration, which a glob of the cache folder would also pick up)."""
+    from pipeline.stages import get_stage
+
+    return [Path(u.outputs[0][1]) for u in get_stage(stage).plan(cfg, workspace)
+            if u.key[:3] == (movie, session, camera)]
+
+
+def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str, cfg=None) -> dict:
     """Per-face errors and per-face viewer of one (session, camera)."""
     from pipeline.frontalize import canonical_mean_face, frontal_error, normalized_error, similarity_align
     from pipeline.store import read_frontal_chunk, read_landmarks_chunk, read_members, read_synthetic_truth
@@ -105,7 +119,9 @@ def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str)
     back_row = truth["seat_row"].max() - BACK_ROWS + 1
     out = {k: [] for k in ("lm_err", "back", "frontal_err", "pose_err", "viewer", "frontal_delta", "pose_delta",
                            "viewer_hit")}
-    for path in sorted((workspace.cache / "landmarks" / movie / session / camera).glob("[0-9]*.h5")):
+    paths = (planned_chunks("landmarks", cfg, workspace, movie, session, camera) if cfg is not None else
+             sorted((workspace.cache / "landmarks" / movie / session / camera).glob("[0-9]*.h5")))
+    for path in paths:
         lm = read_landmarks_chunk(path)
         fr = read_frontal_chunk(workspace.stage_output("frontalize", movie, session, camera, path.stem))
         frame = lm["frame_index"][lm["det_frame"]]
@@ -226,7 +242,7 @@ def summarize(cfg, workspace: Workspace, label: str) -> dict:
     evs, ids = [], []
     for member_path in sorted((workspace.cache / "members" / movie).glob("*/*/members.h5")):
         session, camera = member_path.parts[-3], member_path.parts[-2]
-        ev = evaluate_camera(workspace, movie, session, camera)
+        ev = evaluate_camera(workspace, movie, session, camera, cfg)
         evs.append(ev)
         ids.append(identity_scores(ev, tensor, session, cfg.sources.sample_every_s,
                                    session_offset_s(workspace, movie, session)))
@@ -255,7 +271,7 @@ def summarize(cfg, workspace: Workspace, label: str) -> dict:
         boxes, truth_pts = [], []
         for ev, member_path in zip(evs, sorted((workspace.cache / "members" / movie).glob("*/*/members.h5"))):
             session, camera = member_path.parts[-3], member_path.parts[-2]
-            for path in sorted((workspace.cache / "detect" / movie / session / camera).glob("[0-9]*.h5")):
+            for path in planned_chunks("detect", cfg, workspace, movie, session, camera):
                 det = read_detections(path)
                 frame = det.frame_index[det.det_frame]
                 for f in np.unique(frame):
@@ -314,12 +330,14 @@ def main(argv=None) -> int:
     parser.add_argument("--detections", choices=("detector", "oracle"), default="detector")
     parser.add_argument("--jitter", type=float, default=0.05, help="oracle box jitter, fraction of the width")
     parser.add_argument("--model", action="append", default=[], help="extra ERT .dat files to compare")
-    parser.add_argument("--variants", nargs="*", default=["landmarks.refine_passes=0", "landmarks.refine_passes=1"],
-                        help="landmarks overrides to compare (each a config override)")
+    parser.add_argument("--variants", nargs="*", default=["landmarks.engine=dlib landmarks.refine_passes=1",
+                                                          "landmarks.engine=numpy"],
+                        help="landmark variants to compare, each one or more space-separated config overrides "
+                             "(default: the former dlib engine, then the numpy engine)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (section.key=value)")
     args = parser.parse_args(argv)
     rows = []
-    variants = [[v] for v in args.variants] + [[f"landmarks.model_path={m}"] for m in args.model]
+    variants = [v.split() for v in args.variants] + [[f"landmarks.model_path={m}"] for m in args.model]
     for variant in variants or [[]]:
         cfg = make_config(args.workspace, args.scale, args.duration, args.sessions, args.overrides + variant)
         workspace = Workspace(args.workspace)

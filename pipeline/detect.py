@@ -44,7 +44,7 @@ import yaml
 
 from pipeline.runner import Stage, Unit
 from pipeline.sources import (VIDEO_EXTS, chunk_name, chunk_windows, expected_frame_times, iter_frames,
-                              probe_video, slot_of)
+                              limit_worker_threads, probe_video, slot_of)
 from pipeline.store import DataError, Detections, Workspace, write_detections
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -535,6 +535,7 @@ def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps,
 
 
 def compute_detect(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+    limit_worker_threads()
     movie, session, camera, _ = unit.key
     video = Path(unit.get("video"))
     meta = read_session_meta(video.parent)

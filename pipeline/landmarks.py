@@ -2,9 +2,27 @@
 
 For each detection of a detect chunk the frame is decoded again (same
 sampling as detect), the detector box is mapped to the box convention the
-ERT was trained with, a crop around it is upsampled so the face is about
-`landmarks.target_face_px` wide, the ERT runs on the crop and its points are
-mapped back to full-frame pixel coordinates.
+ERT was trained with, the ERT runs inside that box and its points come out
+in full-frame pixel coordinates.
+
+Engines (``landmarks.engine``)
+* ``numpy`` (default): the same stock ERT, evaluated by this module for all
+  faces of a frame at once (``read_shape_predictor`` turns dlib's .dat into
+  arrays, ``ert_predict`` runs the cascade). Feature pixels are read from the
+  frame itself at sub-pixel positions (bicubic, what dlib sees on a
+  bicubic-upsampled crop), so no crop is cut or upsampled and the points are
+  not rounded to a crop's pixel grid. The passes before the last (refine
+  passes), whose only job is a better box, run just the first
+  ``landmarks.coarse_levels`` of the 15 cascade levels, and each level's
+  leaf table is summed in a rank-``landmarks.leaf_rank`` basis. On the
+  full-size theatre: ~2.5–2.9 CPU ms per face (refine_passes 2) against
+  8.8–10.9 for the dlib engine with one refine pass, with equal or lower
+  landmark error (bench/bench_pipeline_speed.py, bench/bench_vision.py).
+  Parsing the 100 MB stock model takes a few seconds; the arrays are kept in
+  ~/.cache/audience_fvae/ert (or $AUDIENCE_CACHE_DIR) for later processes.
+* ``dlib``: dlib's own shape_predictor, one face at a time, on a crop
+  upsampled so the face is about ``target_face_px`` wide (``target_face_px``,
+  ``max_upsample``, ``crop_margin`` apply only here).
 
 Box conventions
 * detector box (`det_box_px`): whatever the detect stage writes, [left, top,
@@ -24,8 +42,10 @@ Box conventions
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +202,10 @@ def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg) -> dict
     n = len(boxes)
     out = {"landmarks_px": np.full((n, N_POINTS, 2), np.nan, np.float32),
            "ert_box_px": boxes.astype(np.float32), "upsample": np.full(n, np.nan, np.float32)}
+    if isinstance(predictor, ErtModel):
+        _fit_faces_numpy(predictor, image, boxes, cfg, out)
+        out["fit_ok"] = np.isfinite(out["landmarks_px"]).all(axis=(1, 2))
+        return out
     for i in range(n):
         box = boxes[i]
         for _ in range(1 + cfg.refine_passes):
@@ -192,6 +216,373 @@ def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg) -> dict
             box = ert_boxes_from_landmarks(pts[None])[0]
     out["fit_ok"] = np.isfinite(out["landmarks_px"]).all(axis=(1, 2))
     return out
+
+
+# ----------------------------------------------------------------------------- numpy ERT engine
+
+
+@dataclass(frozen=True)
+class ErtModel:
+    """A dlib shape predictor (ensemble of regression trees) as arrays.
+
+    Shapes live in the unit box ([0, 1]² ↦ the ERT box). Level l has T trees of
+    S splits (complete binary trees, S + 1 leaves); node k of tree t is entry
+    t·S + k of split_a/split_b/thresh, leaf j of tree t is row t·(S + 1) + j of
+    leaves. A split sends a face left (node 2k + 1) when
+    pixel[split_a] − pixel[split_b] > thresh, else right (2k + 2), as in dlib.
+    """
+    initial: np.ndarray      # (P, 2) float32 mean shape
+    anchor: np.ndarray       # (L, F) intp: landmark each feature pixel hangs from
+    deltas: np.ndarray       # (L, F, 2) float32 offset from that landmark (mean-shape frame)
+    split_a: np.ndarray      # (L, T·S) intp feature index
+    split_b: np.ndarray      # (L, T·S) intp feature index
+    thresh: np.ndarray       # (L, T·S) float32
+    leaves: np.ndarray       # (L, T·(S+1), 2P) float32 shape increments
+    n_trees: int
+    n_splits: int
+    leaf_basis: np.ndarray | None = None   # (L, T·(S+1), R): leaves ≈ leaf_basis @ leaf_dirs (with_leaf_rank)
+    leaf_dirs: np.ndarray | None = None    # (L, R, 2P)
+
+    @property
+    def levels(self) -> int:
+        return len(self.anchor)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.initial)
+
+
+_SEG = 4096          # bytes of the model file walked by one speculative token chain
+_OVERLAP = 512       # each chain starts this far before its segment, so it is in step by then
+_BLOCK = 4096        # chains walked together
+
+
+def _token_starts(b: np.ndarray) -> np.ndarray:
+    """Offsets of every token of a dlib-serialized stream (uint8 array b).
+
+    dlib writes every integer (and a float as mantissa, exponent integers) as
+    one header byte (low nibble = payload bytes, 0x80 = negative) plus the
+    little-endian payload, so the next token starts 1 + (b[k] & 15) bytes
+    after token k. Walking 30 M tokens one by one in Python takes ~30 s, so the
+    file is cut into segments and a chain is walked from a little before every
+    segment, all at once (numpy, in lockstep). A chain started at a wrong byte
+    falls into step with the true one within a few tokens, so it holds the
+    segment's true tokens from the predecessor's exit token on; a chain not in
+    step there is walked by hand until it is.
+    """
+    n = len(b)
+    step = (b & np.uint8(15)) + np.uint8(1)
+    seg = np.arange(0, n, _SEG, dtype=np.int64)
+    seg_end = np.minimum(seg + _SEG, n)
+    pieces, entry = [], 0
+    for lo in range(0, len(seg), _BLOCK):
+        ends = seg_end[lo:lo + _BLOCK]
+        cur = np.maximum(seg[lo:lo + _BLOCK] - _OVERLAP, 0)
+        rows = []
+        while (cur < ends).any():
+            rows.append(cur)
+            cur = cur + step[np.minimum(cur, n - 1)]
+        rows.append(cur)
+        walked = np.stack(rows, axis=1)                           # (chains, steps), increasing
+        past = walked >= ends[:, None]
+        exits = walked[np.arange(len(ends)), past.argmax(axis=1)]  # first token at/after the segment end
+        assumed = np.concatenate([[entry], exits[:-1]])           # chain i enters where chain i-1 exits
+        in_step = (walked == assumed[:, None]).any(axis=1)
+        start = assumed.copy()                                    # keep each chain's tokens from here on
+        hand: dict[int, np.ndarray] = {}
+        e = entry
+        if not in_step.all():                                     # rare: fix up in order
+            for i in range(len(ends)):
+                start[i] = e
+                if e == assumed[i] and in_step[i]:
+                    e = int(exits[i])
+                    continue
+                row, own, p = walked[i], [], e
+                while p < ends[i]:
+                    k = int(np.searchsorted(row, p))
+                    if k < len(row) and row[k] == p:
+                        break
+                    own.append(p)
+                    p += int(step[p])
+                start[i] = p
+                hand[i] = np.asarray(own, np.int64)
+                e = int(exits[i]) if p < ends[i] else p
+        else:
+            e = int(exits[-1])
+        keep = (walked >= start[:, None]) & ~past
+        flat = walked[keep]
+        if hand:
+            where = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+            idx = np.concatenate([np.full(len(v), where[i]) for i, v in hand.items()])
+            flat = np.insert(flat, idx, np.concatenate(list(hand.values())))
+        pieces.append(flat)
+        entry = e
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
+def _token_values(b: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """int64 value of every token (dlib pack_int)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(np.concatenate([b, np.zeros(9, np.uint8)]), 8)   # 8 bytes at every offset
+    masks = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [(1 << 64) - 1], np.uint64)
+    out = np.empty(len(starts), np.int64)
+    for lo in range(0, len(starts), 1 << 22):        # blocks: bounded memory
+        at = starts[lo:lo + (1 << 22)]
+        head = b[at]
+        nbytes = head & np.uint8(15)
+        if (nbytes > 8).any():
+            raise ValueError("not a dlib integer stream")
+        value = (windows[at + 1].view("<u8")[:, 0] & masks[nbytes]).view(np.int64)
+        out[lo:lo + len(at)] = np.where(head & np.uint8(0x80), -value, value)
+    return out
+
+
+class _Tokens:
+    """Sequential reader over decoded tokens (grammar of dlib's shape_predictor serialization)."""
+
+    def __init__(self, values: np.ndarray):
+        self.v, self.i = values, 0
+
+    def take(self, k: int) -> np.ndarray:
+        if self.i + k > len(self.v):
+            raise ValueError("truncated model file")
+        out = self.v[self.i:self.i + k]
+        self.i += k
+        return out
+
+    def int(self) -> int:
+        return int(self.take(1)[0])
+
+    def floats(self, k: int) -> np.ndarray:
+        me = self.take(2 * k).reshape(k, 2)
+        return np.ldexp(me[:, 0].astype(np.float64), me[:, 1]).astype(np.float32)
+
+
+def read_shape_predictor(path: str | Path) -> ErtModel:
+    """Parse a dlib shape_predictor .dat (format version 1) into an ErtModel.
+
+    Layout (dlib serialize): version; initial_shape (matrix: -rows, -cols, values);
+    forests (levels × trees × (splits × (idx1, idx2, thresh), leaves × matrix));
+    anchor_idx (levels × features); deltas (levels × features × (x, y)).
+    Every tree must have the same number of splits (dlib trains complete trees).
+    """
+    path = Path(path)
+    b = np.fromfile(path, np.uint8)
+    try:
+        tok = _Tokens(_token_values(b, _token_starts(b)))
+        if tok.int() != 1:
+            raise ValueError("unknown shape_predictor format version")
+        rows, cols = -tok.int(), -tok.int()
+        initial = tok.floats(rows * cols).reshape(-1, 2)
+        dims = rows * cols
+        n_levels = tok.int()
+        split_a, split_b, thresh, leaves = [], [], [], []
+        n_trees = n_splits = None
+        for _ in range(n_levels):
+            trees = tok.int()
+            first = tok.int()                          # split count of the level's first tree
+            n_trees, n_splits = n_trees or trees, n_splits if n_splits is not None else first
+            if (trees, first) != (n_trees, n_splits):
+                raise ValueError("levels of different sizes")
+            per_tree = 4 * n_splits + 1 + (n_splits + 1) * (2 + 2 * dims)
+            block = np.concatenate([[first], tok.take(n_trees * (1 + per_tree) - 1)]).reshape(n_trees, 1 + per_tree)
+            splits = block[:, 1:1 + 4 * n_splits].reshape(n_trees, n_splits, 4)
+            leaf = block[:, 2 + 4 * n_splits:].reshape(n_trees, n_splits + 1, 2 + 2 * dims)
+            if ((block[:, 0] != n_splits).any() or (block[:, 1 + 4 * n_splits] != n_splits + 1).any()
+                    or (leaf[:, :, 0] != -dims).any() or (leaf[:, :, 1] != -1).any()):
+                raise ValueError("trees of different shapes")
+            split_a.append(splits[..., 0].reshape(-1))
+            split_b.append(splits[..., 1].reshape(-1))
+            me = splits[..., 2:].reshape(-1, 2)
+            thresh.append(np.ldexp(me[:, 0].astype(np.float64), me[:, 1]).astype(np.float32))
+            me = leaf[:, :, 2:].reshape(-1, 2)
+            leaves.append(np.ldexp(me[:, 0].astype(np.float64), me[:, 1]).astype(np.float32)
+                          .reshape(n_trees * (n_splits + 1), dims))
+        anchor = [tok.take(tok.int()) for _ in range(tok.int())]
+        n_delta = tok.int()
+        deltas = []
+        for _ in range(n_delta):
+            k = tok.int()
+            deltas.append(tok.floats(2 * k).reshape(k, 2))
+        if tok.i != len(tok.v) or len(anchor) != n_levels or n_delta != n_levels:
+            raise ValueError("unexpected trailing data")
+    except (ValueError, IndexError) as err:
+        raise DataError(f"{path}: cannot read it as a dlib shape predictor for the numpy engine ({err}). "
+                        f"Set landmarks.engine=dlib to use dlib's own reader.") from err
+    return ErtModel(initial=initial.astype(np.float32), anchor=np.asarray(anchor, np.intp),
+                    deltas=np.asarray(deltas, np.float32), split_a=np.asarray(split_a, np.intp),
+                    split_b=np.asarray(split_b, np.intp), thresh=np.asarray(thresh, np.float32),
+                    leaves=np.asarray(leaves, np.float32), n_trees=int(n_trees or 0), n_splits=int(n_splits or 0))
+
+
+def _one_blas_thread():
+    """Context limiting BLAS to one thread: these products are small, and OpenBLAS's extra
+    threads spin for them (10× the CPU of one thread for a 136 × 8000 Gram matrix here)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def with_leaf_rank(model: ErtModel, rank: int) -> ErtModel:
+    """The model with each level's leaf table factored to `rank` (0 or >= 2P: exact).
+
+    A level's 8000 leaf increments span few directions of the 136-dimensional
+    shape space (rank 48 keeps > 99.6 % of every level's energy), so summing the
+    500 chosen leaves in rank-R coordinates and mapping back once is ~3× cheaper.
+    """
+    dims = model.leaves.shape[2]
+    if rank <= 0 or rank >= dims:
+        return dataclasses.replace(model, leaf_basis=None, leaf_dirs=None)
+    basis, dirs = [], []
+    with _one_blas_thread():
+        for table in model.leaves:
+            _, vecs = np.linalg.eigh((table.T @ table).astype(np.float64))   # principal directions, ascending
+            top = np.ascontiguousarray(vecs[:, ::-1][:, :rank], dtype=np.float32)
+            basis.append(table @ top)
+            dirs.append(top.T)
+    return dataclasses.replace(model, leaf_basis=np.asarray(basis, np.float32), leaf_dirs=np.asarray(dirs, np.float32))
+
+
+_ARRAYS = ("initial", "anchor", "deltas", "split_a", "split_b", "thresh", "leaves")
+
+
+def _cache_file(path: Path) -> Path | None:
+    """Where the parsed arrays of model `path` are kept: $AUDIENCE_CACHE_DIR or ~/.cache/audience_fvae
+    (keyed by name, size and mtime, so a replaced model is parsed again)."""
+    import os
+
+    root = os.environ.get("AUDIENCE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "audience_fvae")
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return Path(root) / "ert" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}.npz"
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_model(model_path: str) -> ErtModel:
+    """read_shape_predictor, with its arrays kept on disk: a later process loads them in ~0.1 s
+    instead of parsing for a few seconds. The cache is optional (unwritable: parse every time)."""
+    import os
+    import tempfile
+
+    path = model_path_of(model_path)
+    cached = _cache_file(path)
+    if cached is not None and cached.is_file():
+        try:
+            with np.load(cached) as z:
+                arrays = {k: z[k] for k in _ARRAYS}
+            shape = arrays["split_a"].shape[1], arrays["leaves"].shape[1]
+            n_trees = shape[1] - shape[0]               # T·(S+1) − T·S
+            return ErtModel(**arrays, n_trees=int(n_trees), n_splits=int(shape[0] // max(n_trees, 1)))
+        except (OSError, ValueError, KeyError, ZeroDivisionError):
+            pass                                        # unreadable: parse again and rewrite it
+    model = read_shape_predictor(path)
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **{k: getattr(model, k) for k in _ARRAYS})
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def load_ert_model(model_path: str = "", leaf_rank: int = 0) -> ErtModel:
+    """The configured model ('' = stock) as an ErtModel (cached per process; a few s to read)."""
+    return with_leaf_rank(_parsed_model(model_path), leaf_rank)
+
+
+def load_landmarker(cfg):
+    """What fit_faces needs for a LandmarksConfig: an ErtModel (engine numpy) or a dlib predictor."""
+    if cfg.engine == "numpy":
+        return load_ert_model(cfg.model_path, cfg.leaf_rank)
+    return load_predictor(cfg.model_path)
+
+
+def _similarity_2x2(initial_c: np.ndarray, initial_var: float, shape: np.ndarray) -> np.ndarray:
+    """(N, 2, 2) least-squares similarity (scale·rotation) taking the centred mean shape onto each
+    shape (N, P, 2): dlib's find_tform_between_shapes, in closed form for 2-D."""
+    d = shape - shape.mean(axis=1, keepdims=True)
+    dot = (d * initial_c).sum(axis=(1, 2)) / initial_var
+    cross = (d[..., 1] * initial_c[..., 0] - d[..., 0] * initial_c[..., 1]).sum(axis=1) / initial_var
+    return np.stack([np.stack([dot, -cross], -1), np.stack([cross, dot], -1)], -2).astype(np.float32)
+
+
+def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: int | None = None) -> np.ndarray:
+    """Run the cascade for every box (N, 4) [l, t, r, b] px of a uint8 image (H, W) at once.
+
+    The unit box maps to x = l + u·(r − l), y = t + v·(b − t), as dlib maps it
+    onto its rectangle's corners. Feature pixels are read at their sub-pixel
+    positions (bicubic, 0 outside the image). `levels` runs only the first
+    cascade levels. Returns (N, P, 2) float32 image points.
+    """
+    import cv2
+    import scipy.sparse
+
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n, n_levels = len(boxes), model.levels if levels is None else max(1, min(levels, model.levels))
+    if n == 0:
+        return np.zeros((0, model.n_points, 2), np.float32)
+    left, top = boxes[:, 0:1], boxes[:, 1:2]
+    width, height = boxes[:, 2:3] - left, boxes[:, 3:4] - top
+    initial_c = model.initial - model.initial.mean(axis=0)
+    initial_var = float((initial_c ** 2).sum())
+    shape = np.repeat(model.initial[None], n, axis=0)
+    n_feat, n_leaves = model.deltas.shape[1], model.leaves.shape[1]
+    row_off = (np.arange(n, dtype=np.intp) * n_feat)[:, None]
+    tree_off = np.arange(model.n_trees, dtype=np.intp) * model.n_splits
+    leaf_off = np.arange(model.n_trees, dtype=np.intp) * (model.n_splits + 1) - model.n_splits
+    depth = int(round(np.log2(model.n_splits + 1)))
+    ones = np.ones(n * model.n_trees, np.float32)
+    indptr = np.arange(0, n * model.n_trees + 1, model.n_trees)
+    for level in range(n_levels):
+        tform = _similarity_2x2(initial_c, initial_var, shape)
+        anchored = shape[:, model.anchor[level]]                       # (N, F, 2)
+        dx, dy = model.deltas[level][:, 0], model.deltas[level][:, 1]
+        ux = anchored[..., 0] + tform[:, 0, 0, None] * dx + tform[:, 0, 1, None] * dy
+        uy = anchored[..., 1] + tform[:, 1, 0, None] * dx + tform[:, 1, 1, None] * dy
+        pixels = cv2.remap(image, left + ux * width, top + uy * height, cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        feats = pixels.astype(np.float32).ravel()
+        a, b, th = model.split_a[level], model.split_b[level], model.thresh[level]
+        node = np.zeros((n, model.n_trees), np.intp)
+        for _ in range(depth):
+            k = node + tree_off
+            node = 2 * node + 1 + (feats[a[k] + row_off] - feats[b[k] + row_off] <= th[k])
+        chosen = scipy.sparse.csr_matrix((ones, (node + leaf_off).ravel(), indptr), shape=(n, n_leaves))
+        if model.leaf_basis is not None:
+            step = (chosen @ model.leaf_basis[level]) @ model.leaf_dirs[level]
+        else:
+            step = chosen @ model.leaves[level]
+        shape += np.asarray(step, np.float32).reshape(n, -1, 2)
+    return np.stack([left + shape[..., 0] * width, top + shape[..., 1] * height], axis=-1).astype(np.float32)
+
+
+def _fit_faces_numpy(model: ErtModel, image: np.ndarray, boxes: np.ndarray, cfg, out: dict) -> None:
+    """All faces of one frame in one batch per pass (fills `out` in place)."""
+    ok = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_PX)
+    if not ok.any():
+        return
+    box = boxes[ok]
+    passes = 1 + cfg.refine_passes
+    with _one_blas_thread():
+        for p in range(passes):
+            last = p == passes - 1
+            pts = ert_predict(model, image, box, levels=None if last or not cfg.coarse_levels else cfg.coarse_levels)
+            if not last:
+                box = ert_boxes_from_landmarks(pts)
+    out["landmarks_px"][ok] = pts
+    out["ert_box_px"][ok] = box
+    out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions
 
 
 # ----------------------------------------------------------------------------- stage
@@ -222,12 +613,13 @@ def _video_of(det_unit: Unit) -> Path:
 
 
 def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
-    from pipeline.sources import iter_frames
+    from pipeline.sources import iter_frames, limit_worker_threads
     from pipeline.store import read_detections, write_landmarks_chunk
 
+    limit_worker_threads()
     dets = read_detections(Path(unit.get("detections")))
     lcfg = cfg.landmarks
-    predictor = load_predictor(lcfg.model_path)
+    predictor = load_landmarker(lcfg)
     d = len(dets.det_frame)
     fitted = {"landmarks_px": np.full((d, N_POINTS, 2), np.nan, np.float32),
               "ert_box_px": np.full((d, 4), np.nan, np.float32),
@@ -253,5 +645,6 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
 LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="1",
                   sections=("sources", "detect", "landmarks"), plan=plan, compute=compute)
 
-__all__ = ["LANDMARKS", "fit_faces", "fit_one", "load_predictor", "stock_model_path", "ert_boxes_from_detections",
+__all__ = ["LANDMARKS", "fit_faces", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
+           "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",
            "ert_boxes_from_landmarks", "fit_box_mapping", "N_POINTS"]

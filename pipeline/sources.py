@@ -69,6 +69,36 @@ class Capture(Protocol):
     def get(self, prop: int) -> float: ...
 
 
+# ----------------------------------------------------------------------------- threads
+
+
+def in_worker_process() -> bool:
+    """True inside a worker process of a multi-process run (the runner's pool with workers > 1)."""
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
+
+
+def limit_worker_threads() -> None:
+    """In a runner worker process, let OpenCV and BLAS use one thread each.
+
+    The runner starts one process per core; OpenCV (resize, decode) and BLAS
+    each default to one thread per core, so with N workers N² threads compete
+    for N cores. The main process (one worker, live mode) keeps the defaults.
+    Video decoding is limited separately, when a capture is opened.
+    """
+    if not in_worker_process():
+        return
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:          # optional: BLAS threads are then left as they are
+        return
+    threadpool_limits(1)
+
+
 # ----------------------------------------------------------------------------- probing
 
 
@@ -79,7 +109,12 @@ def _open_capture(path: Path):
     if not path.is_file():
         raise DataError(f"video not found: {path}. Fix the path (or the screening list that names it) "
                         f"or put the recording under data/raw/<movie>/<session>/<camera>.<ext>.")
-    cap = cv2.VideoCapture(str(path))
+    cap = None
+    if in_worker_process():      # one decoding thread per worker process (see limit_worker_threads)
+        cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+        if not cap.isOpened():   # a backend that does not take the parameter
+            cap = None
+    cap = cap or cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(f"video {path} cannot be opened (corrupt, truncated before its index, or an "
                         f"unsupported codec). Re-mux or re-encode it (e.g. ffmpeg -i IN -c:v mpeg4 OUT.mp4), "
@@ -496,4 +531,4 @@ def join_segments(folder: str | Path, out_path: str | Path, fps: float, fourcc: 
 
 __all__ = ["VideoInfo", "Frame", "probe_video", "iter_frames", "expected_frame_times", "slot_of",
            "chunk_windows", "chunk_name", "sample_instants", "frames_from_capture", "CameraSource",
-           "SegmentWriter", "join_segments", "VIDEO_EXTS"]
+           "SegmentWriter", "join_segments", "VIDEO_EXTS", "in_worker_process", "limit_worker_threads"]

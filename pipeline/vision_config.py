@@ -66,19 +66,26 @@ def _check_positive(section: str, **values: float) -> None:
 @dataclass(frozen=True)
 class LandmarksConfig:
     model_path: str = ""           # 68-point ERT .dat; "" = stock iBUG model from face_recognition_models
+    engine: Literal["numpy", "dlib"] = "numpy"  # numpy: batched cascade on the frame; dlib: dlib's predictor on crops
     box_scale: float = 1.0         # ERT box side = box_scale × detector box width
     box_dx: float = 0.0            # ERT box centre shift right, in detector box widths
     box_dy: float = 0.0            # ERT box centre shift down, in detector box heights
-    target_face_px: float = 96.0   # crops are upsampled so the ERT box is about this many px wide
-    max_upsample: float = 8.0      # never upsample a crop more than this factor
-    crop_margin: float = 0.6       # crop this many ERT-box sides of context around the box, each side
-    refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
+    target_face_px: float = 96.0   # dlib engine: crops are upsampled so the ERT box is about this many px wide
+    max_upsample: float = 8.0      # dlib engine: never upsample a crop more than this factor
+    crop_margin: float = 0.6       # dlib engine: crop this many ERT-box sides of context around the box, each side
+    refine_passes: int = 2         # refits with the box re-derived from the previous fit (0 = none)
+    coarse_levels: int = 5         # numpy engine: cascade levels of the passes before the last (0 = all)
+    leaf_rank: int = 48            # numpy engine: rank each level's leaf table is factored to (0 = exact)
 
     def __post_init__(self):
         _check_positive("landmarks", box_scale=self.box_scale, target_face_px=self.target_face_px,
                         max_upsample=self.max_upsample)
-        if self.max_upsample < 1 or self.crop_margin < 0 or self.refine_passes < 0:
-            raise ValueError("landmarks: max_upsample must be >= 1, crop_margin >= 0, refine_passes >= 0")
+        if self.max_upsample < 1 or self.crop_margin < 0 or self.refine_passes < 0 or self.coarse_levels < 0 \
+                or self.leaf_rank < 0:
+            raise ValueError("landmarks: max_upsample must be >= 1, crop_margin >= 0, refine_passes >= 0, "
+                             "coarse_levels >= 0, leaf_rank >= 0")
+        if self.engine not in ("numpy", "dlib"):
+            raise ValueError(f"landmarks.engine must be 'numpy' or 'dlib', got {self.engine!r}")
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,52 @@ def test_corrupt_video_fails_its_units_and_keeps_the_others(tmp_path):
     with pytest.raises(DataError, match="s2/cam0.mp4"):
         plan_detect(cfg, ws)
     assert read_detections(ws.stage_output("detect", "movie", "s1", "cam0", "000000.0")).frame_ok.all()
+
+
+def test_worker_processes_use_one_thread_each(tmp_path):
+    """In a runner worker (a spawned child), OpenCV is limited to one thread and videos open with one
+    decoding thread; the main process keeps the library defaults."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from pipeline.sources import _open_capture, in_worker_process, limit_worker_threads
+
+    before = cv2.getNumThreads()
+    limit_worker_threads()
+    assert not in_worker_process() and cv2.getNumThreads() == before
+    _, video = _workspace(tmp_path, n_frames=4)
+    assert _open_capture(video).isOpened()
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        assert pool.submit(in_worker_process).result()
+        pool.submit(limit_worker_threads).result()
+        assert pool.submit(cv2.getNumThreads).result() == 1
+        cap = pool.submit(_capture_threads, str(video)).result()
+    assert cap == (True, 1.0)
+
+
+def _capture_threads(path: str):
+    from pipeline.sources import _open_capture
+
+    cap = _open_capture(Path(path))
+    return cap.isOpened(), cap.get(cv2.CAP_PROP_N_THREADS)
+
+
+def test_bench_scores_only_the_chunks_the_plan_names(tmp_path):
+    """A detections file left in the cache by an earlier run (other chunk_s, other screening) is not
+    scored against this screening's truth: that stale chunk is what made precision look like 0.96."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_detect import _fp_kind, planned_chunks
+
+    ws, video = _workspace(tmp_path, n_frames=24)
+    cfg = frontal_cfg("sources.chunk_s=1.0")
+    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    stale = ws.stage_output("detect", "movie", "s1", "cam0", "000000.5")
+    stale.write_bytes(ws.stage_output("detect", "movie", "s1", "cam0", "000001.0").read_bytes())
+    chunks = planned_chunks(cfg, ws, video)
+    assert [c.name for c in chunks] == ["000000.0.h5", "000001.0.h5"] and stale not in chunks
+    visible, hit = np.array([True, True, False]), np.array([True, False, False])
+    assert _fp_kind(np.array([0.4, 0.0, 0.0]), visible, hit) == "duplicate"
+    assert _fp_kind(np.array([0.0, 0.45, 0.0]), visible, hit) == "mislocalised"
+    assert _fp_kind(np.array([0.1, 0.0, 0.9]), visible, hit) == "background"

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.frontalize import normalized_error
 from pipeline.landmarks import (ert_boxes_from_detections, ert_boxes_from_landmarks, fit_box_mapping, fit_faces,
-                                load_predictor, model_path_of, stock_model_path)
+                                load_landmarker, load_predictor, model_path_of, stock_model_path)
 from pipeline.store import DataError
 from pipeline.vision_config import LandmarksConfig
 
@@ -77,3 +77,165 @@ def test_degenerate_box_is_not_fitted():
     out = fit_faces(load_predictor(""), np.zeros((50, 50), np.uint8), np.array([[10, 10, 11, 11.0]]),
                     LandmarksConfig())
     assert not out["fit_ok"][0] and np.isnan(out["landmarks_px"]).all()
+
+
+# ----------------------------------------------------------------------------- numpy ERT engine
+
+
+def _pack_int(value: int) -> bytes:
+    """dlib's pack_int: header (payload bytes | 0x80 if negative) + little-endian payload."""
+    magnitude = abs(int(value))
+    payload = magnitude.to_bytes(max(1, (magnitude.bit_length() + 7) // 8), "little")
+    return bytes([len(payload) | (0x80 if value < 0 else 0)]) + payload
+
+
+def _walk(data: bytes) -> list[int]:
+    out, p = [], 0
+    while p < len(data):
+        out.append(p)
+        p += 1 + (data[p] & 15)
+    return out
+
+
+@pytest.mark.parametrize("overlap", [0, 3, 512])
+def test_token_walk_matches_a_plain_walk(monkeypatch, overlap):
+    """The lockstep token walk finds exactly the tokens a one-by-one walk finds, even when its
+    speculative chains start out of step (small overlap: the by-hand repair path runs)."""
+    import pipeline.landmarks as lm
+
+    rng = np.random.default_rng(1)
+    values = np.where(rng.random(60000) < 0.5, rng.integers(-2 ** 40, 2 ** 40, 60000), rng.integers(-300, 300, 60000))
+    data = b"".join(_pack_int(v) for v in values.tolist())
+    monkeypatch.setattr(lm, "_OVERLAP", overlap)
+    monkeypatch.setattr(lm, "_SEG", 512)
+    monkeypatch.setattr(lm, "_BLOCK", 64)
+    b = np.frombuffer(data, np.uint8)
+    starts = lm._token_starts(b)
+    np.testing.assert_array_equal(starts, _walk(data))
+    np.testing.assert_array_equal(lm._token_values(b, starts), values)
+
+
+def _tiny_trained_model(tmp_path):
+    """A small dlib shape predictor trained on noisy squares with 4 corner points; (path, images, boxes)."""
+    import dlib
+
+    rng = np.random.default_rng(0)
+    images, boxes, shapes = [], [], []
+    for _ in range(12):
+        img = rng.integers(0, 40, (120, 120)).astype(np.uint8)
+        x0, y0, side = rng.integers(15, 35), rng.integers(15, 35), rng.integers(45, 65)
+        img[y0:y0 + side, x0:x0 + side] = 200
+        img[y0 + side // 3:y0 + 2 * side // 3, x0 + side // 3:x0 + 2 * side // 3] = 90
+        corners = [(x0, y0), (x0 + side - 1, y0), (x0 + side - 1, y0 + side - 1), (x0, y0 + side - 1)]
+        rect = dlib.rectangle(int(x0 - 5), int(y0 - 5), int(x0 + side + 4), int(y0 + side + 4))
+        images.append(img)
+        boxes.append([rect.left(), rect.top(), rect.right(), rect.bottom()])
+        shapes.append(dlib.full_object_detection(rect, [dlib.point(int(x), int(y)) for x, y in corners]))
+    options = dlib.shape_predictor_training_options()
+    options.cascade_depth, options.num_trees_per_cascade_level, options.tree_depth = 3, 20, 2
+    options.oversampling_amount, options.feature_pool_size, options.num_threads = 5, 50, 1
+    options.be_verbose = False
+    predictor = dlib.train_shape_predictor(images, [[s] for s in shapes], options)
+    path = tmp_path / "tiny.dat"
+    predictor.save(str(path))
+    return path, images, np.array(boxes, np.float32)
+
+
+def test_read_shape_predictor_gives_the_trained_structure_and_predictions(tmp_path):
+    """A dlib-trained model reads back with its structure, and the numpy cascade predicts what dlib does."""
+    import dlib
+
+    from pipeline.landmarks import ert_predict, read_shape_predictor
+
+    path, images, boxes = _tiny_trained_model(tmp_path)
+    model = read_shape_predictor(path)
+    assert (model.levels, model.n_trees, model.n_splits, model.n_points) == (3, 20, 3, 4)
+    assert model.leaves.shape == (3, 20 * 4, 8) and model.deltas.shape == (3, 50, 2)
+    predictor = dlib.shape_predictor(str(path))
+    diffs = []
+    for img, box in zip(images, boxes):
+        ref = predictor(img, dlib.rectangle(*(int(v) for v in box)))
+        ref = np.array([[p.x, p.y] for p in ref.parts()], float)
+        ours = ert_predict(model, img, box[None])[0]
+        diffs.append(np.abs(ours - ref).max())
+    # dlib reads the nearest pixel and rounds its output to whole pixels; we interpolate
+    assert np.median(diffs) < 1.5
+
+
+def test_read_shape_predictor_rejects_other_files(tmp_path):
+    from pipeline.landmarks import read_shape_predictor
+
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(b"\x01\x07" + b"\xff" * 64)
+    with pytest.raises(DataError, match="landmarks.engine=dlib"):
+        read_shape_predictor(bad)
+
+
+def test_leaf_rank_factorization_is_exact_at_full_rank_and_close_below(tmp_path):
+    from pipeline.landmarks import read_shape_predictor, with_leaf_rank
+
+    model = read_shape_predictor(_tiny_trained_model(tmp_path)[0])
+    assert with_leaf_rank(model, 0).leaf_basis is None and with_leaf_rank(model, 8).leaf_basis is None
+    low = with_leaf_rank(model, 6)
+    approx = low.leaf_basis @ low.leaf_dirs
+    assert approx.shape == model.leaves.shape
+    assert np.abs(approx - model.leaves).max() <= 0.5 * np.abs(model.leaves).max()
+
+
+@pytest.mark.skipif(not FACES_XML.exists(), reason="needs ../shared/data/dlib_faces")
+@pytest.mark.parametrize("downscale", [1, 4])
+def test_numpy_engine_fits_real_faces_like_dlib(downscale):
+    """The numpy engine on the stock model matches dlib's engine on real photos, batched per image."""
+    import cv2
+
+    cfg = LandmarksConfig()                       # engine numpy, coarse first passes, rank-48 leaves
+    assert cfg.engine == "numpy"
+    model = load_landmarker(cfg)
+    errors = []
+    for gray, box, pts in _photo_faces():
+        small = cv2.resize(gray, None, fx=1 / downscale, fy=1 / downscale, interpolation=cv2.INTER_AREA)
+        box_s, pts_s = (box + 0.5) / downscale - 0.5, (pts + 0.5) / downscale - 0.5
+        out = fit_faces(model, small, box_s[None], cfg)
+        assert out["fit_ok"][0] and out["upsample"][0] == 1.0
+        errors.append(normalized_error(out["landmarks_px"], pts_s[None])[0])
+    assert np.median(errors) < (0.05 if downscale == 1 else 0.12)
+
+
+def test_numpy_engine_batch_equals_one_by_one_and_skips_bad_boxes():
+    import skimage.data
+
+    gray = (skimage.data.astronaut().mean(axis=2)).astype(np.uint8)
+    cfg = LandmarksConfig()
+    model = load_landmarker(cfg)
+    boxes = np.array([[170, 60, 300, 190], [np.nan, 0, 10, 10], [10, 10, 11, 11], [150, 50, 310, 210]], np.float32)
+    batch = fit_faces(model, gray, boxes, cfg)
+    assert list(batch["fit_ok"]) == [True, False, False, True]
+    assert np.isnan(batch["landmarks_px"][1:3]).all()
+    for i in (0, 3):
+        one = fit_faces(model, gray, boxes[i:i + 1], cfg)
+        np.testing.assert_allclose(one["landmarks_px"][0], batch["landmarks_px"][i], atol=1e-3)
+    empty = fit_faces(model, gray, np.zeros((0, 4), np.float32), cfg)
+    assert empty["landmarks_px"].shape == (0, 68, 2)
+
+
+def test_landmark_config_rejects_unknown_engine():
+    with pytest.raises(ValueError, match="engine"):
+        LandmarksConfig(engine="torch")
+
+
+def test_parsed_model_is_kept_on_disk_and_reloaded(tmp_path, monkeypatch):
+    from pipeline import landmarks as lm
+
+    path, _, _ = _tiny_trained_model(tmp_path)
+    monkeypatch.setenv("AUDIENCE_CACHE_DIR", str(tmp_path / "cache"))
+    lm._parsed_model.cache_clear()
+    first = lm._parsed_model(str(path))
+    kept = list((tmp_path / "cache" / "ert").glob("tiny-*.npz"))
+    assert len(kept) == 1
+    lm._parsed_model.cache_clear()
+    monkeypatch.setattr(lm, "read_shape_predictor", lambda p: pytest.fail("parsed again instead of loaded"))
+    again = lm._parsed_model(str(path))
+    lm._parsed_model.cache_clear()
+    assert (again.n_trees, again.n_splits) == (first.n_trees, first.n_splits)
+    for name in lm._ARRAYS:
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
