@@ -40,12 +40,14 @@ def accuracy(args, cfg) -> dict:
     rows = {r["model"]: r for r in result["rows"]}
     floor = truth["noise_floor"]
     print(f"\ncompletion ({time.perf_counter() - started:.0f} s)")
-    print(f"{'model':<12}{'train MSE':>11}{'held-out':>11}{'/floor':>8}{'fit s':>8}{'train f/s':>11}{'pred f/s':>11}")
+    print(f"{'model':<12}{'train MSE':>11}{'held-out':>11}{'/floor':>8}{'fit s':>8}{'train f/s':>11}{'pred f/s':>11}"
+          f"  kept")
     for name, r in rows.items():
         metrics = _metrics(run_dir / "completion" / name)
         train_rate = np.mean([m["faces_per_s"] for m in metrics]) if metrics and "faces_per_s" in metrics[0] else np.nan
         print(f"{name:<12}{r['train_mse']:>11.4f}{r['test_mse']:>11.4f}{r['test_mse'] / floor:>8.2f}"
-              f"{r.get('fit_s', np.nan):>8.1f}{train_rate:>11.0f}{r.get('predict_faces_per_s', np.nan):>11.0f}")
+              f"{r.get('fit_s', np.nan):>8.1f}{train_rate:>11.0f}{r.get('predict_faces_per_s', np.nan):>11.0f}"
+              f"  {r.get('kept', '')}")
     out = {"noise_floor": floor, "rows": result["rows"]}
     if {"fvae", "tf", "nltf"} <= rows.keys():
         f, t, n = (rows[k]["test_mse"] for k in ("fvae", "tf", "nltf"))

@@ -139,11 +139,39 @@ def run_models_demo(cfg, tensor_path: str | Path, run_dir: str | Path) -> Path:
     from models.report import write_report
 
     cfg = cfg.replace(train=dataclasses.replace(cfg.train, device="cpu"))
+    _restart_stale_demo(cfg, Path(tensor_path), Path(run_dir))
     movie, run_dir = prepare_run(cfg, tensor_path, run_dir)
     run_protocols(["completion", "factors"], movie, cfg, run_dir, resume=True)
     report = write_report(run_dir)
     print(f"[models] report: {report}")
     return report
+
+
+DEMO_STAMP = "demo_inputs.json"
+
+
+def _restart_stale_demo(cfg, tensor_path: Path, run_dir: Path) -> None:
+    """The demo reuses one run folder: when its tensor or model settings changed since the last
+    demo (a regenerated workspace, an upgrade), the old models are removed so that they are
+    retrained instead of refused as 'trained under a different configuration'."""
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()[:16] if tensor_path.is_file() else "missing"
+    stamp = {"tensor_sha256": digest, "models": to_dict(cfg.models),
+             "train": {k: v for k, v in to_dict(cfg.train).items() if k not in ("device", "progress")},
+             "evaluate": to_dict(cfg.evaluate)}
+    stamp = json.loads(json.dumps(stamp, default=str))
+    path = run_dir / DEMO_STAMP
+    before = json.loads(path.read_text()) if path.is_file() else None
+    stale = [run_dir / name for name in PROTOCOLS if (run_dir / name).is_dir()]
+    if stale and before != stamp:
+        print(f"[models] demo: the tensor or the model settings changed since the models in {run_dir} "
+              f"were trained; retraining them")
+        for folder in stale:
+            shutil.rmtree(folder)
+    ensure_dir(run_dir)
+    write_text_atomic(path, json.dumps(stamp, indent=1))
 
 
 # ----------------------------------------------------------------------------- argparse

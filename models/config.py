@@ -19,11 +19,14 @@ class TFConfig:
     max_iters: int = 200           # alternating least-squares sweeps at most
     tol: float = 1e-4              # stop when the training loss improves by less than this fraction
     ridge: float = 1e-4            # L2 weight on U, V, F per observed face (keeps the K×K systems well posed)
+    ridge_grid: tuple[float, ...] = (1e-4, 1e-2, 0.1, 1.0, 10.0)  # with validation: ridge chosen from these
     hals_sweeps: int = 3           # HALS coordinate sweeps for the non-negative U per ALS iteration
 
     def __post_init__(self):
         if self.max_iters < 1 or self.tol < 0 or self.ridge < 0 or self.hals_sweeps < 1:
             raise ValueError("models.tf: max_iters and hals_sweeps must be >= 1, tol and ridge >= 0")
+        if not self.ridge_grid or any(r < 0 for r in self.ridge_grid):
+            raise ValueError("models.tf.ridge_grid: give at least one ridge, all >= 0")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ModelsConfig:
     obs_std: Optional[float] = None  # σ of x ~ N(f(z), σ²I) in normalized units; null: learned (paper: 1.0)
     kl_weight: float = 1.0         # weight β of KL(q(z|x) || N(U∘V, I)) in the FVAE (and VAE) loss
     kl_warmup_epochs: int = 0      # ramp β linearly from 0 over this many epochs (0: full weight at once)
+    member_offsets: bool = True    # fit expressions around each member's own mean face (added back when predicting)
     names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
     tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
 
@@ -63,6 +67,9 @@ class TrainConfig:
     cpu_threads: int = 1           # torch threads while training on CPU (0: torch's default); small MLPs gain
                                    # little from more, and on busy cores extra threads spin and slow down
     compile: bool = False          # torch.compile the networks (CUDA; slow to start)
+    validation_every: int = 10     # 1 in this many of each member's training faces is held back to choose the
+                                   # epoch (NLTF/FVAE/VAE) or the ridge (TF) on; 0: no validation
+    patience: int = 10             # stop after this many epochs without a kept improvement (0: never)
     checkpoint_every: int = 1      # write a checkpoint every this many epochs (and always the last)
     keep_checkpoints: int = 2      # epoch checkpoints kept on disk (older ones are deleted)
     progress: bool = True          # tqdm progress bar with the loss terms
@@ -70,6 +77,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.cpu_threads < 0:
             raise ValueError("train.cpu_threads must be >= 0 (0: torch default)")
+        if self.validation_every < 0 or self.validation_every == 1 or self.patience < 0:
+            raise ValueError("train.validation_every must be 0 (off) or >= 2, train.patience >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train: epochs, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
         if self.lr <= 0 or self.factor_lr <= 0 or self.weight_decay < 0:

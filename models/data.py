@@ -9,9 +9,20 @@ divide by ONE global scale (the RMS of the centred training coordinates). A
 single scale keeps face geometry and makes the training loss proportional to
 the reported error, which is in the tensor's own units (sum over the 136
 coordinates per face, averaged over faces, as in the paper).
+
+Member offsets (models.member_offsets, on by default): each member's own face
+shape (identity) usually carries more variance than their expressions, and a
+rank-K factorization cannot spend its K factors on dozens of distinct mean
+faces. So each member's offset (their mean training face) is subtracted before
+fitting, stored with the model and added back in every prediction; the models
+then fit expressions around each member's own face. A new member's offset
+(long-term prediction) comes from its observed faces only, shrunk toward the
+audience's average by an empirical-Bayes weight. With offsets on, the global
+scale is the RMS of what the models fit (faces minus their member's mean).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -93,12 +104,14 @@ class Normalizer:
     scale: float
 
     @classmethod
-    def fit(cls, landmarks: np.ndarray, train_mask: np.ndarray) -> "Normalizer":
+    def fit(cls, landmarks: np.ndarray, train_mask: np.ndarray, per_member: bool = False) -> "Normalizer":
+        """per_member: scale by the RMS of faces minus their member's mean (what offset models fit)."""
         faces = landmarks[train_mask].astype(np.float64)          # (M, 136)
         if len(faces) == 0:
             raise DataError("no training faces to normalize with; the training mask is all False.")
         mean = faces.mean(axis=0)
-        scale = float(np.sqrt(((faces - mean) ** 2).mean()))
+        centred = faces - (member_means(landmarks, train_mask)[np.nonzero(train_mask)[0]] if per_member else mean)
+        scale = float(np.sqrt((centred ** 2).mean()))
         return cls(mean=mean.astype(np.float32), scale=scale if scale > 0 else 1.0)
 
     def encode(self, landmarks: np.ndarray) -> np.ndarray:
@@ -120,6 +133,82 @@ class Normalizer:
         return cls(mean=np.asarray(state["mean"], dtype=np.float32), scale=float(state["scale"]))
 
 
+def member_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, T, D), (N, T) → (N, D) float64 mean over each member's `mask` cells (0 where it has none)."""
+    sums = np.where(mask[:, :, None], x, 0.0).sum(1, dtype=np.float64)
+    return sums / np.maximum(mask.sum(1), 1)[:, None]
+
+
+@dataclass(frozen=True)
+class MemberOffsets:
+    """Per-member offsets (each member's own mean face), in normalized units, stored with a model.
+
+    A training member's offset is the mean of its training faces (a member without one
+    gets `prior`, the average offset), so a model that predicts no expression at all is
+    exactly the 'member mean' baseline. A NEW member (long-term prediction) has only a
+    few observed faces, so its offset is the posterior mean under a normal prior centred
+    on `prior`: (Σ_t x_it + κ·prior) / (n + κ), with κ = within-member variance /
+    between-member variance of the training members (empirical Bayes, one scalar over the
+    136 coordinates). With real identity differences κ is about a face or two and a new
+    member soon has its own face; without them κ is large and the offset stays the average.
+    """
+    offsets: np.ndarray             # (N, 136) float32, training members
+    prior: np.ndarray               # (136,) float32, the average member offset
+    shrink: float                   # κ, in faces
+
+    MAX_SHRINK = 1e6                # no measurable identity variance: offsets = prior
+
+    @classmethod
+    def fit(cls, x_norm: np.ndarray, train_mask: np.ndarray) -> "MemberOffsets":
+        """Offsets of the training members from their training faces (normalized (N, T, 136))."""
+        counts = train_mask.sum(1).astype(np.float64)
+        if not counts.any():
+            raise DataError("no training faces to estimate member offsets from; the training mask is all False.")
+        means = member_means(x_norm, train_mask)                                         # (N, 136)
+        seen = counts > 0
+        resid = np.where(train_mask[:, :, None], x_norm - means[:, None], 0.0)
+        within = float((resid.astype(np.float64) ** 2).sum()) / max(counts.sum() - seen.sum(), 1.0)
+        prior, shrink = cls._population(means[seen], counts[seen], within)
+        offsets = np.where(seen[:, None], means, prior).astype(np.float32)
+        return cls(offsets=offsets, prior=prior, shrink=shrink)
+
+    @classmethod
+    def _population(cls, faces: np.ndarray, counts: np.ndarray, within: float) -> tuple[np.ndarray, float]:
+        """(prior, κ) from members' mean faces (M, 136) over counts (M,) faces with per-face noise `within`."""
+        prior = faces.mean(0)
+        spread = ((faces - prior) ** 2).sum(1)
+        between = float(spread.sum() / max(len(faces) - 1, 1) - within * np.mean(1.0 / counts))
+        shrink = cls.MAX_SHRINK if between <= within / cls.MAX_SHRINK else min(within / between, cls.MAX_SHRINK)
+        return prior.astype(np.float32), float(shrink)
+
+    def for_new_members(self, effective: np.ndarray, counts: np.ndarray, within: float) -> "MemberOffsets":
+        """The same training offsets with `prior` and κ re-estimated from a fitted model.
+
+        effective (N, 136): each training member's whole offset as the model uses it (its
+        offset plus any learned bias); within: the model's residual error per face. A new
+        member's offset is then estimated against what the model leaves unexplained.
+        """
+        seen = counts > 0
+        prior, shrink = self._population(effective[seen], counts[seen], within)
+        return dataclasses.replace(self, prior=prior, shrink=shrink)
+
+    def estimate(self, x_norm: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """(R, 136) offsets of members from their `seen` faces (R, T, 136), shrunk toward `prior`."""
+        sums = np.where(seen[:, :, None], x_norm, 0.0).sum(1, dtype=np.float64)
+        n = seen.sum(1).astype(np.float64)[:, None]
+        return ((sums + self.shrink * self.prior) / (n + self.shrink)).astype(np.float32)
+
+    def state(self) -> dict:
+        return {"offsets": self.offsets.tolist(), "prior": self.prior.tolist(), "shrink": self.shrink}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "MemberOffsets | None":
+        if state is None:
+            return None
+        return cls(offsets=np.asarray(state["offsets"], dtype=np.float32),
+                   prior=np.asarray(state["prior"], dtype=np.float32), shrink=float(state["shrink"]))
+
+
 def mse_per_face(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean over faces of the squared error summed over the 136 coordinates (the paper's metric)."""
     if len(pred) == 0:
@@ -130,7 +219,7 @@ def mse_per_face(pred: np.ndarray, target: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- splits
 
 
-def completion_split(mask: np.ndarray, holdout_every: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def completion_split(mask: np.ndarray, holdout_every: int = 6, seed: int | list[int] = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per member, hold out 1 in `holdout_every` observed faces at random (5:1 for 6).
 
     Returns (train_mask, test_mask), both (N, T) bool and disjoint. A member with
@@ -143,6 +232,18 @@ def completion_split(mask: np.ndarray, holdout_every: int = 6, seed: int = 0) ->
         held = rng.permutation(seen_t)[: len(seen_t) // holdout_every]
         train[i, held], test[i, held] = False, True
     return train, test
+
+
+def validation_split(train_mask: np.ndarray, every: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(fit_mask, val_mask): per member 1 in `every` training faces held back for model selection.
+
+    every = 0, or no member with enough faces: (train_mask, None), i.e. no validation. The
+    draw has its own random stream, so it never repeats the completion split's choices.
+    """
+    if every <= 0:
+        return train_mask, None
+    fit, val = completion_split(train_mask, every, seed=[seed, 0x7A1])
+    return (fit, val) if val.any() else (train_mask, None)
 
 
 def member_split(n_members: int, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

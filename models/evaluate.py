@@ -120,9 +120,21 @@ def reconstruction_mse(fitted: Fitted, movie: Movie, mask: np.ndarray, batch_siz
     out = []
     with torch.no_grad():
         for s in range(0, len(ii), batch_size):
-            x = torch.from_numpy(fitted.normalizer.encode(movie.landmarks[ii[s:s + batch_size], tt[s:s + batch_size]]))
-            out.append(fitted.normalizer.decode(fitted.model.reconstruct(x.to(fitted.device))).cpu().numpy())
+            rows = ii[s:s + batch_size]
+            x = torch.from_numpy(fitted.encode(movie.landmarks[rows, tt[s:s + batch_size]], rows))
+            members = torch.as_tensor(rows, device=fitted.device, dtype=torch.long)
+            out.append(fitted.decode(fitted.model.reconstruct(x.to(fitted.device), members), rows))
     return mse_per_face(np.concatenate(out), movie.landmarks[ii, tt])
+
+
+def kept_model(fitted: Fitted) -> str:
+    """Which fit was kept on the validation faces: 'epoch 7 of 19' (torch models), 'ridge 0.1' (TF)."""
+    last = fitted.metrics[-1] if fitted.metrics else {}
+    if "best_epoch" in last:
+        return f"epoch {last['best_epoch']} of {last.get('epoch', '?')}"
+    if "ridge" in last:
+        return f"ridge {last['ridge']:g}"
+    return f"epoch {last['epoch']}" if "epoch" in last else ""
 
 
 def completion(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
@@ -137,7 +149,7 @@ def completion(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
         test_mse, rate = score_cells(model, movie, test_mask, ev.batch_size)
         row = {"model": kind, "train_mse": train_mse, "test_mse": test_mse,
                "fit_s": round(sum(m.get("seconds", 0.0) for m in model.metrics), 2),
-               "predict_faces_per_s": round(rate)}
+               "predict_faces_per_s": round(rate), "kept": kept_model(model)}
         recon = reconstruction_mse(model, movie, train_mask, ev.batch_size)
         if recon is not None:
             row["autoencoder_recon_mse"] = recon
@@ -194,8 +206,41 @@ def frozen(model):
             p.requires_grad_(True)
 
 
+def infer_members(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: int, lr: float,
+                  rounds: int = 3) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(codes, offsets) of NEW members from their seen faces only, everything else frozen.
+
+    x_norm: (R, T, 136) normalized faces (fitted.normalizer.encode), NaN or anything where
+    not seen. Without member offsets this is infer_codes, with offsets None. With them,
+    the offset starts as the shrunk mean of the seen faces (MemberOffsets.estimate; the
+    audience's average for a member seen for no second), the codes are inferred on the
+    faces minus it, and for `rounds` − 1 more rounds the offset is re-estimated from what
+    the codes leave unexplained (so a prefix spent laughing does not move the member's
+    neutral face) and the codes inferred again.
+    """
+    if fitted.offsets is None:
+        return infer_codes(fitted, x_norm, seen, steps, lr), None
+    x_norm = np.where(seen[:, :, None], np.nan_to_num(x_norm), 0.0).astype(np.float32)
+    offsets = fitted.offsets.estimate(x_norm, seen)
+    for step in range(max(1, rounds)):
+        codes = infer_codes(fitted, x_norm - offsets[:, None], seen, steps, lr)
+        if step == rounds - 1 or not seen.any():
+            break
+        ii, tt = np.nonzero(seen)
+        with torch.no_grad():
+            expression = fitted.model.predict_rows(codes[torch.as_tensor(ii, device=fitted.device)],
+                                                   torch.as_tensor(tt, device=fitted.device)).float().cpu().numpy()
+        resid = np.zeros_like(x_norm)
+        resid[ii, tt] = x_norm[ii, tt] - expression
+        offsets = fitted.offsets.estimate(resid, seen)
+    return codes, offsets
+
+
 def infer_codes(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: int, lr: float) -> torch.Tensor:
     """Per-member codes of NEW members from their seen faces, everything else frozen.
+
+    x_norm is what the model fits: normalized faces, minus the members' offsets when the
+    model uses them (infer_members handles the offsets).
 
     TF: ridge-regularized non-negative least squares for U. NLTF/FVAE: MAP of
     log U by Adam under the log-normal prior re-centred on the training members'
@@ -247,8 +292,9 @@ def longterm(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
         ii, tt = np.nonzero(rest)
         target = test_lm[ii, tt]
         for kind, model in fitted.items():
-            codes = infer_codes(model, model.normalizer.encode(test_lm), seen, ev.infer_steps, ev.infer_lr)
-            pred = model.predict_rows(codes, ii, tt, ev.batch_size)
+            codes, offsets = infer_members(model, model.normalizer.encode(test_lm), seen, ev.infer_steps,
+                                           ev.infer_lr)
+            pred = model.predict_rows(codes, ii, tt, ev.batch_size, offsets=offsets)
             rows.append({"model": kind, "lambda": lam, "t_cut": t_cut, "test_mse": mse_per_face(pred, target)})
         prefix_mean = member_mean_faces(test_lm, seen)
         if not seen.any():
@@ -343,11 +389,14 @@ def factors(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
 
 
 def _expressive_faces(fitted: Fitted, members: list[int], n_seconds: int) -> np.ndarray:
-    """Each member's predicted face at the second where it departs most from the mean face."""
+    """Each member's strongest predicted expression (the second where its predicted face departs most
+    from its own mean over the movie), drawn on the audience's mean face so that clusters show
+    reactions rather than face shapes."""
     out = []
     for i in members:
         faces = fitted.predict(np.full(n_seconds, i), np.arange(n_seconds))
-        out.append(faces[np.argmax(((faces - fitted.normalizer.mean) ** 2).sum(1))])
+        own = faces.mean(0)
+        out.append(faces[np.argmax(((faces - own) ** 2).sum(1))] - own + fitted.normalizer.mean)
     return np.stack(out)
 
 

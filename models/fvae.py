@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.nets import Factors, ObsNoise, kl_normal, mlp
+from models.nets import Factors, ObsNoise, decoder_mlp, kl_normal, mlp
 from pipeline.store import N_COORDS
 
 
@@ -35,22 +35,27 @@ class FVAE(nn.Module):
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
                  u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
-                 d: int = N_COORDS):
+                 d: int = N_COORDS, member_bias: bool = False):
         super().__init__()
         self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
-                          u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d)
-        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std)
+                          u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d,
+                          member_bias=member_bias)
+        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std, d if member_bias else 0)
         self.encoder = Encoder(d, hidden, layers, k)
-        self.decoder = mlp(k, hidden, layers, d)
+        self.decoder = decoder_mlp(k, hidden, layers, d)
         self.noise = ObsNoise(obs_std)
 
     def args(self) -> dict:
         return dict(self._args)
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
-        """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs."""
-        mu, logvar = self.encoder(x)
-        recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)), x).mean()
+        """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs.
+
+        With a learned member bias b_i the encoder reads x − b_i and the decoder's face is
+        f(z) + b_i: the latent codes only the expression."""
+        bias = self.factors.member_bias(i)
+        mu, logvar = self.encoder(x - bias)
+        recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)) + bias, x).mean()
         kl = kl_normal(mu, logvar, self.factors.latent(i, t)).mean()
         prior = self.factors.neg_log_prior() / n_obs
         return {"loss": recon + beta * kl + prior, "recon": recon, "kl": kl, "prior": prior,
@@ -65,11 +70,12 @@ class FVAE(nn.Module):
         return self.decoder(self.factors.latent_rows(log_u_rows, t)).float()
 
     def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.predict_rows(self.factors.log_u[i], t)
+        return self.predict_rows(self.factors.log_u[i], t) + self.factors.member_bias(i)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode then decode the posterior mean (the VAE-style reconstruction)."""
-        return self.decoder(self.encoder(x)[0]).float()
+    def reconstruct(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode then decode the posterior mean (the VAE-style reconstruction); i: the faces' members."""
+        bias = 0.0 if i is None else self.factors.member_bias(i)
+        return self.decoder(self.encoder(x - bias)[0]).float() + bias
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()
@@ -103,7 +109,7 @@ class VAE(nn.Module):
         self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
                           obs_std=obs_std, d=d)
         self.encoder = Encoder(d, hidden, layers, k)
-        self.decoder = mlp(k, hidden, layers, d)
+        self.decoder = decoder_mlp(k, hidden, layers, d)
         self.noise = ObsNoise(obs_std)
         self.register_buffer("member_z", torch.zeros(n_members, k))   # (N, K) mean latent per member
 
@@ -134,7 +140,7 @@ class VAE(nn.Module):
     def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.predict_rows(self.member_z[i], t)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(self.encoder(x)[0]).float()
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,43 @@ def mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
-class Factors(nn.Module):
-    """U = exp(log_u) (N, K) log-normal per member, V (T, K) normal per second; latent u_i ∘ v_t."""
+def decoder_mlp(k: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    """The decoder f_θ: an mlp whose output layer starts at zero.
 
-    def __init__(self, n_members: int, n_seconds: int, k: int, u_prior_std: float, v_prior_std: float):
+    f_θ ≡ 0 at the start means every model starts by predicting the mean face (each
+    member's offset when offsets are on), the 'epoch 0' that validation compares against.
+    """
+    net = mlp(k, hidden, layers, d_out)
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
+class Factors(nn.Module):
+    """U = exp(log_u) (N, K) log-normal per member, V (T, K) normal per second; latent u_i ∘ v_t.
+
+    With d_bias > 0 each member also has a learned face bias b_i (N, d_bias), starting at 0:
+    a correction to the fixed member offset subtracted before fitting (models.member_offsets),
+    so that the model can move part of a member's mean face into f(u_i ∘ v_t) when that is
+    where it belongs (e.g. a member who smiles through the whole movie). It is optimized with
+    U and V and carries no prior (like the offsets it corrects); a new member's bias is part
+    of the offset estimated from its own faces (models.evaluate.infer_members).
+    """
+
+    def __init__(self, n_members: int, n_seconds: int, k: int, u_prior_std: float, v_prior_std: float,
+                 d_bias: int = 0):
         super().__init__()
         self.u_prior_std, self.v_prior_std = u_prior_std, v_prior_std
         self.log_u = nn.Parameter(0.1 * torch.randn(n_members, k))   # (N, K)
         self.v = nn.Parameter(torch.randn(n_seconds, k))             # (T, K)
+        if d_bias > 0:
+            self.bias = nn.Parameter(torch.zeros(n_members, d_bias))  # (N, D)
+        else:
+            self.bias = None
+
+    def member_bias(self, i: torch.Tensor) -> torch.Tensor | float:
+        """(B,) members → (B, D) learned face bias (0 when the model has none)."""
+        return 0.0 if self.bias is None else self.bias[i]
 
     def latent(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B,) members, (B,) seconds → (B, K) u_i ∘ v_t."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.nets import Factors, ObsNoise, mlp
+from models.nets import Factors, ObsNoise, decoder_mlp
 from pipeline.store import N_COORDS
 
 
@@ -13,12 +13,13 @@ class NLTF(nn.Module):
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
                  u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
-                 d: int = N_COORDS):
+                 d: int = N_COORDS, member_bias: bool = False):
         super().__init__()
         self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
-                          u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d)
-        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std)
-        self.decoder = mlp(k, hidden, layers, d)                      # f_θ: K → 136
+                          u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d,
+                          member_bias=member_bias)
+        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std, d if member_bias else 0)
+        self.decoder = decoder_mlp(k, hidden, layers, d)                      # f_θ: K → 136
         self.noise = ObsNoise(obs_std)
 
     def args(self) -> dict:
@@ -26,7 +27,7 @@ class NLTF(nn.Module):
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
         """Negative log posterior per observed face; the priors are spread over all n_obs faces."""
-        recon = self.noise.nll(self.decoder(self.factors.latent(i, t)), x).mean()
+        recon = self.noise.nll(self.decoder(self.factors.latent(i, t)) + self.factors.member_bias(i), x).mean()
         prior = self.factors.neg_log_prior() / n_obs
         return {"loss": recon + prior, "recon": recon, "prior": prior, "obs_std": self.noise.log_std.exp()}
 
@@ -39,7 +40,7 @@ class NLTF(nn.Module):
         return self.decoder(self.factors.latent_rows(log_u_rows, t)).float()
 
     def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.predict_rows(self.factors.log_u[i], t)
+        return self.predict_rows(self.factors.log_u[i], t) + self.factors.member_bias(i)
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()

@@ -17,7 +17,11 @@ SECTIONS = (
     ("completion", "Matrix completion (paper Table 3)",
      "Per member, one in six observed faces is held out at random. Train = error of the model's "
      "prediction f(U_i∘V_t) on the faces it was fitted to; held-out = on the hidden faces. "
-     "MSE per face = squared error summed over the 136 coordinates, in the tensor's units."),
+     "MSE per face = squared error summed over the 136 coordinates, in the tensor's units. "
+     "With models.member_offsets (the default) every model fits expressions around each member's own "
+     "mean training face and adds it back, so 'member mean' is the level a model must beat with the "
+     "expressions it predicts; 'kept' names the epoch (or TF ridge) chosen on held-back training faces "
+     "(train.validation_every), epoch 0 meaning no expression could be predicted better than the offsets."),
     ("ksweep", "Latent dimension sweep (paper Fig. 5)", "The completion split, refitted for each K."),
     ("longterm", "Long-term prediction (paper Fig. 9)",
      "Members split 80/20. For each held-out member the first λ of the movie is observed, U_i is "

@@ -3,7 +3,10 @@
     log U_i ~ N(c_g(i), s²)          members in groups g (the clustering ground truth)
     V_t     = smooth drifts + sparse reaction bursts (laughs), shared by everyone
     z_it    = U_i ∘ V_t (+ optional latent noise)
-    x_it    = template + A · tanh(W z_it + b) + N(0, σ² I)       (68 landmarks × 2)
+    x_it    = template + o_i + A · tanh(W z_it + b) + N(0, σ² I)       (68 landmarks × 2)
+
+o_i is an optional per-member face shape (identity offset, `identity_std`; 0 by
+default, so the benchmark tensors are unchanged), drawn from its own random stream.
 
 The expression map tanh(·) saturates, so a linear CP model cannot capture it
 with the true K. The noise floor of held-out prediction is 136·σ² per face
@@ -55,6 +58,7 @@ class SyntheticSpec:
     missing_runs_per_100s: float = 2.5   # starts of short missing runs per member per 100 s
     mean_run_s: float = 3.0        # mean length of a short missing run
     absence_prob: float = 0.15     # chance a member is absent for a long stretch
+    identity_std: float = 0.0      # per-coordinate std of each member's own face shape offset (0: none)
     seed: int = 0
 
 
@@ -117,6 +121,8 @@ def make_synthetic_movie(spec: SyntheticSpec = SyntheticSpec(), movie: str = "sy
     z = u[:, None, :] * v[None, :, :]                                                      # (N, T, K)
     z_noisy = z + spec.latent_noise * rng.standard_normal(z.shape)
     clean = expression(z_noisy)
+    identity = _identity_offsets(spec)                                                     # (N, 136)
+    clean = clean + identity[:, None, :]
     landmarks = (clean + spec.noise_std * rng.standard_normal(clean.shape)).astype(np.float32)
     mask = _missing_mask(rng, spec)
     landmarks[~mask] = np.nan
@@ -128,8 +134,21 @@ def make_synthetic_movie(spec: SyntheticSpec = SyntheticSpec(), movie: str = "sy
                          extra={"true_u": u, "true_group": groups.astype(np.int64), "true_v": v},
                          attrs={"noise_floor": float(floor), "noise_std": spec.noise_std})
     truth = {"u": u, "v": v, "groups": groups, "noise_floor": float(floor), "clean": clean.astype(np.float32),
-             "expression": expression}
+             "expression": expression, "identity": identity}
     return tensor, truth
+
+
+def _identity_offsets(spec: SyntheticSpec, n_modes: int = 8) -> np.ndarray:
+    """(N, 136) per-member face-shape offsets: random mixtures of a few fixed shape modes.
+
+    Drawn from a stream of their own, so identity_std = 0 leaves every other draw unchanged.
+    """
+    if spec.identity_std <= 0:
+        return np.zeros((spec.n_members, N_COORDS), np.float32)
+    rng = np.random.default_rng([spec.seed, 0x1D])
+    modes = rng.standard_normal((n_modes, N_COORDS))
+    coef = rng.standard_normal((spec.n_members, n_modes)) / np.sqrt(n_modes)
+    return (spec.identity_std * coef @ modes).astype(np.float32)
 
 
 def _latent_noise_floor(rng, expression: ExpressionMap, z: np.ndarray, mask: np.ndarray,

@@ -6,6 +6,13 @@ and `torch.compile` is an option. Every `checkpoint_every` epochs a checkpoint
 with model arguments, optimizer and RNG states is written; `resume=True`
 continues from the `last` one and reaches the same parameters as an
 uninterrupted run.
+
+Two safeguards for small or noisy tensors (both off in configs/paper.yaml):
+member offsets (models.member_offsets; see models/data.py) and validation
+(train.validation_every): a slice of each member's training faces is held back,
+and an epoch (or a TF ridge) is only kept when it predicts those faces better,
+by more than one standard error, than the fit kept so far; the start, with the
+decoder at zero, predicts each member's own mean face.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from tqdm import tqdm
 from configs.loader import to_dict
 from models import checkpoint as ckpt
 from models.config import ModelsConfig, TrainConfig
-from models.data import Faces, Movie, Normalizer, pick_device
+from models.data import Faces, MemberOffsets, Movie, Normalizer, pick_device, validation_split
 from models.fvae import FVAE, VAE
 from models.nltf import NLTF
 from models.tf import TensorFactorization
@@ -39,31 +46,70 @@ RUNTIME_FIELDS = ("epochs", "device", "progress", "compile", "cpu_threads", "che
 
 @dataclass
 class Fitted:
-    """A trained model with its normalizer: predictions come back in the tensor's units."""
+    """A trained model with its normalizer (and member offsets): predictions come back in the tensor's units.
+
+    With member offsets the model itself fits x_norm − offset_i; every prediction here
+    adds the member's offset back before decoding to the tensor's units.
+    """
     kind: str
     model: object                      # TensorFactorization or an nn.Module
     normalizer: Normalizer
     device: torch.device
     metrics: list
+    offsets: MemberOffsets | None = None
+
+    def _offset_rows(self, offsets: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+        return None if offsets is None else torch.as_tensor(offsets, device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
     def predict(self, i: np.ndarray, t: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """Faces (B, 136) in original units for members i and seconds t."""
-        return self._batched(lambda a, b: self.model.predict(a, b), i, t, batch_size)
+        """Faces (B, 136) in original units for (training) members i and seconds t."""
+        off = self._offset_rows(None if self.offsets is None else self.offsets.offsets)
+        return self._batched(lambda a, b: self.model.predict(a, b), i, t, batch_size, off)
 
     @torch.no_grad()
     def predict_rows(self, codes: torch.Tensor, rows: np.ndarray, t: np.ndarray,
-                     batch_size: int = 65536) -> np.ndarray:
-        """Faces for new members given their codes (from infer_members), rows indexing codes."""
-        return self._batched(lambda a, b: self.model.predict_rows(codes[a], b), rows, t, batch_size)
+                     batch_size: int = 65536, offsets: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        """Faces for new members given their codes and offsets (from infer_members), rows indexing both.
 
-    def _batched(self, fn: Callable, i: np.ndarray, t: np.ndarray, batch_size: int) -> np.ndarray:
+        A model fitted with member offsets needs the new members' offsets (R, 136, normalized);
+        without them the audience's average offset is used.
+        """
+        if self.offsets is not None and offsets is None:
+            offsets = np.broadcast_to(self.offsets.prior, (len(codes), len(self.offsets.prior)))
+        return self._batched(lambda a, b: self.model.predict_rows(codes[a], b), rows, t, batch_size,
+                             self._offset_rows(offsets))
+
+    @torch.no_grad()
+    def encode(self, landmarks: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Faces (…, 136) in the tensor's units → what the model fits (normalized, minus the member offset).
+
+        landmarks (N, T, 136) for the training members, or (B, 136) faces with `rows` their members.
+        """
+        x = self.normalizer.encode(landmarks)
+        if self.offsets is None:
+            return x
+        off = self.offsets.offsets if rows is None else self.offsets.offsets[rows]
+        return x - (off[:, None] if rows is None else off)
+
+    @torch.no_grad()
+    def decode(self, x_model: torch.Tensor, rows: np.ndarray | None = None) -> np.ndarray:
+        """The inverse of encode for faces (B, 136) of members `rows`."""
+        if self.offsets is not None and rows is not None:
+            x_model = x_model + torch.as_tensor(self.offsets.offsets[rows], device=x_model.device)
+        return self.normalizer.decode(x_model.float()).cpu().numpy()
+
+    def _batched(self, fn: Callable, i: np.ndarray, t: np.ndarray, batch_size: int,
+                 offsets: torch.Tensor | None = None) -> np.ndarray:
         self.model.eval()
         out = []
         for s in range(0, len(i), batch_size):
             a = torch.as_tensor(i[s:s + batch_size], device=self.device, dtype=torch.long)
             b = torch.as_tensor(t[s:s + batch_size], device=self.device, dtype=torch.long)
-            out.append(self.normalizer.decode(fn(a, b).float()).cpu().numpy())
+            x = fn(a, b).float()
+            if offsets is not None:
+                x = x + offsets[a]
+            out.append(self.normalizer.decode(x).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.normalizer.mean)), np.float32)
 
 
@@ -86,8 +132,6 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
     if not train_mask.any():
         raise DataError("the training mask selects no face; nothing to fit")
     device = pick_device(train_cfg.device)
-    normalizer = Normalizer.fit(movie.landmarks, train_mask)
-    faces = Faces(normalizer.encode(movie.landmarks), train_mask, device)
     fingerprint = _fingerprint(kind, movie, train_mask, models_cfg, train_cfg, split or {})
     folder = Path(out_dir) / "checkpoints"
     saved = ckpt.load_last(folder)
@@ -95,12 +139,78 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
         raise ValueError(f"{folder} already holds checkpoints. Pass --resume (resume=True) to continue "
                          f"that run, or choose a new --run-dir.")
     if saved is not None:
-        ckpt.check_same_config(saved["fingerprint"], fingerprint, folder)
+        ckpt.check_same_config(_offsets_checked(saved, models_cfg.member_offsets, folder), fingerprint, folder)
+    normalizer = Normalizer.fit(movie.landmarks, train_mask, per_member=models_cfg.member_offsets)
+    x_norm = normalizer.encode(movie.landmarks)
+    offsets = MemberOffsets.fit(x_norm, train_mask) if models_cfg.member_offsets else None
+    if offsets is not None:
+        x_norm = x_norm - offsets.offsets[:, None]
+    fit_mask, val_mask = validation_split(train_mask, train_cfg.validation_every, train_cfg.seed)
+    faces = Faces(x_norm, fit_mask, device)
+    val = None if val_mask is None else Validation(faces, val_mask)
     with cpu_threads(train_cfg.cpu_threads if device.type == "cpu" else 0):
         if kind == "tf":
-            return _fit_tf(faces, normalizer, models_cfg, train_cfg, folder, fingerprint, saved)
-        return _fit_torch(kind, faces, normalizer, models_cfg, train_cfg, Path(out_dir), fingerprint, saved,
-                          on_epoch_end)
+            return _fit_tf(faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, folder, fingerprint,
+                           saved)
+        return _fit_torch(kind, faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, Path(out_dir),
+                          fingerprint, saved, on_epoch_end)
+
+
+class Validation:
+    """Held-back training faces (validation_split) and the error of a model's prediction on them.
+
+    The error is the completion metric in normalized units: squared error summed over the
+    136 coordinates of f(U_i∘V_t) against the face (both minus the member's offset when
+    offsets are on), per face. Deterministic: it draws no random numbers.
+
+    A fit replaces the one kept so far only when it is better by more than one standard
+    error of the paired per-face difference (`better`): landmark errors are heavy-tailed,
+    and picking the minimum of many noisy validation scores would otherwise keep fits that
+    merely got lucky on a few held-back faces (on a tensor with no learnable expression,
+    the member offsets alone stay kept).
+    """
+
+    def __init__(self, faces: Faces, val_mask: np.ndarray):
+        i_idx, t_idx = np.nonzero(val_mask)
+        self.i = torch.from_numpy(i_idx).long().to(faces.device)
+        self.t = torch.from_numpy(t_idx).long().to(faces.device)
+        self.x = faces.x[self.i, self.t]
+        self.n = len(i_idx)
+
+    @torch.no_grad()
+    def errors(self, predict: Callable, batch_size: int = 65536) -> torch.Tensor:
+        """(n,) float64 squared error per held-back face, on the CPU."""
+        out = []
+        for s in range(0, self.n, batch_size):
+            pred = predict(self.i[s:s + batch_size], self.t[s:s + batch_size]).float()
+            out.append(((pred - self.x[s:s + batch_size]) ** 2).sum(-1).double().cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    @staticmethod
+    def better(new: torch.Tensor, old: torch.Tensor) -> bool:
+        """True when `new` errors beat `old` by more than one standard error of their paired difference."""
+        d = new - old
+        se = float(d.std()) / len(d) ** 0.5 if len(d) > 1 else 0.0
+        return float(d.mean()) < -se
+
+
+def _offsets_checked(saved: dict, wanted: bool, folder: Path) -> dict:
+    """The checkpoint's fingerprint, after refusing (with the fix) a different member-offset setting.
+
+    A checkpoint written before member offsets existed fitted raw faces: it counts as
+    member_offsets=false (resumable under that setting, refused under true).
+    """
+    fingerprint = dict(saved["fingerprint"])
+    had = bool(fingerprint.setdefault("member_offsets", False))
+    if had != bool(wanted):
+        what = "fitted raw faces (models.member_offsets=false" + (
+            ", saved before member offsets existed)" if "member_offsets" not in saved["fingerprint"] else ")")
+        if had:
+            what = "fitted faces minus each member's offset (models.member_offsets=true)"
+        raise ValueError(f"{folder} holds a model that {what}, but the configuration now says "
+                         f"models.member_offsets={str(wanted).lower()}. Rerun with "
+                         f"models.member_offsets={str(had).lower()}, or start a new run with another --run-dir.")
+    return fingerprint
 
 
 @contextlib.contextmanager
@@ -121,7 +231,8 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
     data = {"shape": list(movie.landmarks.shape), "train_faces": int(train_mask.sum()),
             "train_mask_sha": hashlib.sha256(np.packbits(train_mask).tobytes()).hexdigest()[:16]}
     if kind == "tf":
-        model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed}
+        model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed,
+                 "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every}
     else:
         model = {k: v for k, v in to_dict(models_cfg).items() if k not in ("names", "tf")}
         model["train"] = {k: v for k, v in to_dict(train_cfg).items() if k not in RUNTIME_FIELDS}
@@ -131,31 +242,80 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
 # ----------------------------------------------------------------------------- TF
 
 
-def _fit_tf(faces: Faces, normalizer: Normalizer, models_cfg: ModelsConfig, train_cfg: TrainConfig,
-            folder: Path, fingerprint: dict, saved: dict | None) -> Fitted:
+def _offsets_state(offsets: MemberOffsets | None) -> dict | None:
+    return None if offsets is None else offsets.state()
+
+
+@torch.no_grad()
+def _offsets_for_new_members(model, x: torch.Tensor, train_mask: np.ndarray, offsets: MemberOffsets | None,
+                             batch_size: int = 65536) -> MemberOffsets | None:
+    """After fitting: the prior and κ that new members' offsets are estimated with (long-term
+    prediction), from the fitted model's residuals on all training faces and each training member's
+    whole offset (offset plus learned bias). Deterministic."""
+    if offsets is None:
+        return None
+    model.eval()
+    i_all, t_all = (torch.from_numpy(a).long().to(x.device) for a in np.nonzero(train_mask))
+    sq = 0.0
+    for s in range(0, len(i_all), batch_size):
+        i, t = i_all[s:s + batch_size], t_all[s:s + batch_size]
+        sq += float(((x[i, t] - model.predict(i, t).float()) ** 2).sum())
+    counts = train_mask.sum(1)
+    within = sq / max(int(counts.sum()) - int((counts > 0).sum()), 1)
+    bias = getattr(getattr(model, "factors", None), "bias", None)
+    effective = offsets.offsets + (0.0 if bias is None else bias.detach().float().cpu().numpy())
+    return offsets.for_new_members(effective, counts, within)
+
+
+def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, normalizer: Normalizer,
+            offsets: MemberOffsets | None, models_cfg: ModelsConfig, train_cfg: TrainConfig, folder: Path,
+            fingerprint: dict, saved: dict | None) -> Fitted:
+    """ALS on the training faces. With validation, the ridge is first chosen from models.tf.ridge_grid
+    by the error on the held-back faces of fits to the rest, then the model is refitted on every
+    training face with it (TF is cheap; the strongest ridges shrink every component away, so the
+    choice includes 'no expression model': each member's offset alone)."""
     n_members, n_seconds = faces.mask.shape
-    model = TensorFactorization(n_members, n_seconds, models_cfg.k, models_cfg.tf.ridge, faces.device)
+    cfg = models_cfg.tf
     if saved is not None:
+        model = TensorFactorization(**saved["args"], device=faces.device)
         model.load_state_dict(saved["model"])
-        return Fitted("tf", model, normalizer, faces.device, saved.get("metrics", []))
+        return Fitted("tf", model, Normalizer.from_state(saved["normalizer"]), faces.device,
+                      saved.get("metrics", []), MemberOffsets.from_state(saved.get("offsets")))
     started = time.perf_counter()
-    bar = tqdm(total=models_cfg.tf.max_iters, desc="tf  ALS", disable=not train_cfg.progress, leave=False)
+    fit = dict(max_iters=cfg.max_iters, tol=cfg.tol, hals_sweeps=cfg.hals_sweeps, seed=train_cfg.seed)
+    ridge, val_by_ridge = cfg.ridge, {}
+    if val is not None and len(cfg.ridge_grid) > 1:
+        errors = {}
+        for r in sorted(set(cfg.ridge_grid), reverse=True):       # strongest shrinkage first
+            trial = TensorFactorization(n_members, n_seconds, models_cfg.k, r, faces.device)
+            trial.fit(faces.x, faces.mask, **fit)
+            errors[r] = val.errors(trial.predict)
+            val_by_ridge[r] = float(errors[r].mean())
+            if r == max(cfg.ridge_grid) or Validation.better(errors[r], errors[ridge]):
+                ridge = r                                          # a weaker ridge must earn its place
+    model = TensorFactorization(n_members, n_seconds, models_cfg.k, ridge, faces.device)
+    all_train = torch.from_numpy(train_mask).to(faces.device)
+    n_train = int(train_mask.sum())
+    bar = tqdm(total=cfg.max_iters, desc="tf  ALS", disable=not train_cfg.progress, leave=False)
 
     def tick(step, loss):
         bar.update()
-        bar.set_postfix(loss_per_face=f"{loss / max(faces.n_observed, 1):.4f}")
+        bar.set_postfix(loss_per_face=f"{loss / max(n_train, 1):.4f}")
 
-    history = model.fit(faces.x, faces.mask, max_iters=models_cfg.tf.max_iters, tol=models_cfg.tf.tol,
-                        hals_sweeps=models_cfg.tf.hals_sweeps, seed=train_cfg.seed, callback=tick)
+    history = model.fit(faces.x, all_train, callback=tick, **fit)
     bar.close()
     seconds = time.perf_counter() - started
-    metrics = [{"iteration": n + 1, "recon": 0.5 * loss / faces.n_observed} for n, loss in enumerate(history)]
-    metrics[-1]["seconds"] = round(seconds, 3)
+    offsets = _offsets_for_new_members(model, faces.x, train_mask, offsets)
+    metrics = [{"iteration": n + 1, "recon": 0.5 * loss / n_train} for n, loss in enumerate(history)]
+    metrics[-1].update(seconds=round(seconds, 3), ridge=ridge)
+    if val_by_ridge:
+        metrics[-1]["val_mse_by_ridge"] = {str(r): v for r, v in val_by_ridge.items()}
     payload = {"kind": "tf", "args": model.args(), "model": model.state_dict(), "normalizer": normalizer.state(),
-               "fingerprint": fingerprint, "metrics": metrics, "epoch": len(history)}
+               "offsets": _offsets_state(offsets), "fingerprint": fingerprint, "metrics": metrics,
+               "epoch": len(history)}
     ckpt.save(folder, "final.pt", payload)
     _write_metrics(folder.parent, metrics)
-    return Fitted("tf", model, normalizer, faces.device, metrics)
+    return Fitted("tf", model, normalizer, faces.device, metrics, offsets)
 
 
 # ----------------------------------------------------------------------------- torch models
@@ -164,7 +324,8 @@ def _fit_tf(faces: Faces, normalizer: Normalizer, models_cfg: ModelsConfig, trai
 def build_torch_model(kind: str, n_members: int, n_seconds: int, models_cfg: ModelsConfig) -> torch.nn.Module:
     return TORCH_MODELS[kind](n_members, n_seconds, models_cfg.k, hidden=models_cfg.hidden,
                               layers=models_cfg.layers, u_prior_std=models_cfg.u_prior_std,
-                              v_prior_std=models_cfg.v_prior_std, obs_std=models_cfg.obs_std)
+                              v_prior_std=models_cfg.v_prior_std, obs_std=models_cfg.obs_std,
+                              member_bias=models_cfg.member_offsets)
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -184,43 +345,81 @@ def kl_beta(models_cfg: ModelsConfig, epoch: int) -> float:
     return models_cfg.kl_weight * min(1.0, epoch / models_cfg.kl_warmup_epochs)
 
 
-def _fit_torch(kind: str, faces: Faces, normalizer: Normalizer, models_cfg: ModelsConfig,
-               train_cfg: TrainConfig, out_dir: Path, fingerprint: dict, saved: dict | None,
-               on_epoch_end: Callable[[int], None] | None) -> Fitted:
+def _state_copy(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _val_errors(model: torch.nn.Module, faces: Faces, val: Validation) -> torch.Tensor:
+    """Held-back errors of the model as it stands (the VAE first refreshes its per-member latents)."""
+    model.eval()
+    model.finalize(faces)
+    out = val.errors(model.predict)
+    model.train()
+    return out
+
+
+def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.ndarray, normalizer: Normalizer,
+               offsets: MemberOffsets | None, models_cfg: ModelsConfig, train_cfg: TrainConfig, out_dir: Path,
+               fingerprint: dict, saved: dict | None, on_epoch_end: Callable[[int], None] | None) -> Fitted:
+    """Adam epochs over the training faces. With validation, an epoch's model is kept when its
+    held-back error beats the one kept so far (Validation.better), starting from epoch 0 (the
+    decoder starts at zero, so epoch 0 predicts each member's offset, or the mean face);
+    training stops after `patience` epochs without a kept improvement."""
     device = faces.device
     ckpt.seed_everything(train_cfg.seed)
     n_members, n_seconds = faces.mask.shape
     model = build_torch_model(kind, n_members, n_seconds, models_cfg).to(device)
     optimizer = make_optimizer(model, train_cfg)
     generator = torch.Generator(device=device).manual_seed(train_cfg.seed)
-    start_epoch, metrics = 0, []
+    start_epoch, metrics, best, stopped = 0, [], None, False
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         ckpt.set_rng_state(saved["rng"], generator)
         start_epoch, metrics = saved["epoch"], list(saved["metrics"])
+        best, stopped = saved.get("best"), bool(saved.get("stopped", False))
+    elif val is not None:
+        errors = _val_errors(model, faces, val)
+        best = {"epoch": 0, "val_mse": float(errors.mean()), "errors": errors, "model": _state_copy(model)}
     loss_fn = _loss_fn(model, train_cfg, device)
     steps_per_epoch = -(-faces.n_observed // train_cfg.batch_size)
     bar = tqdm(total=steps_per_epoch * max(0, train_cfg.epochs - start_epoch), desc=f"{kind:<4}",
-               disable=not train_cfg.progress, leave=False)
+               disable=not train_cfg.progress or stopped, leave=False)
+    payload = None
     for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
+        if stopped:
+            break
         metrics.append(_train_epoch(model, loss_fn, optimizer, faces, train_cfg, kl_beta(models_cfg, epoch),
                                     generator, bar, epoch))
-        if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
+        if val is not None:
+            errors = _val_errors(model, faces, val)
+            metrics[-1]["val_mse"] = float(errors.mean())
+            if Validation.better(errors, best["errors"]):
+                best = {"epoch": epoch, "val_mse": metrics[-1]["val_mse"], "errors": errors,
+                        "model": _state_copy(model)}
+            stopped = 0 < train_cfg.patience <= epoch - best["epoch"]
+        if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs or stopped:
             payload = {"kind": kind, "args": model.args(), "model": model.state_dict(),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state(generator), "epoch": epoch,
-                       "metrics": metrics, "fingerprint": fingerprint, "normalizer": normalizer.state()}
+                       "metrics": metrics, "fingerprint": fingerprint, "normalizer": normalizer.state(),
+                       "offsets": _offsets_state(offsets), "best": best, "stopped": stopped}
             ckpt.save(out_dir / "checkpoints", f"epoch_{epoch:04d}.pt", payload, train_cfg.keep_checkpoints)
             _write_metrics(out_dir, metrics)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     bar.close()
+    if best is not None:
+        model.load_state_dict(best["model"])
+        if metrics:
+            metrics[-1]["best_epoch"] = best["epoch"]
     model.eval()
     model.finalize(faces)   # deterministic post-training step (the VAE's per-member latents)
-    if kind == "vae" and start_epoch < train_cfg.epochs:
-        payload = {**payload, "model": model.state_dict()}
-        ckpt.save(out_dir / "checkpoints", f"epoch_{train_cfg.epochs:04d}.pt", payload, train_cfg.keep_checkpoints)
-    return Fitted(kind, model, normalizer, device, metrics)
+    offsets = _offsets_for_new_members(model, faces.x, train_mask, offsets)
+    if payload is not None and (kind == "vae" or best is not None or offsets is not None):
+        payload = {**payload, "final": _state_copy(model), "metrics": metrics, "offsets": _offsets_state(offsets)}
+        ckpt.save(out_dir / "checkpoints", f"epoch_{payload['epoch']:04d}.pt", payload, train_cfg.keep_checkpoints)
+        _write_metrics(out_dir, metrics)
+    return Fitted(kind, model, normalizer, device, metrics, offsets)
 
 
 def _loss_fn(model: torch.nn.Module, train_cfg: TrainConfig, device: torch.device) -> Callable:
@@ -270,13 +469,20 @@ def load_fitted(folder: Path, device: str = "auto") -> Fitted:
         raise ValueError(f"no checkpoint under {folder}/checkpoints; train the model first")
     dev = pick_device(device)
     normalizer = Normalizer.from_state(saved["normalizer"])
+    # a checkpoint from before member offsets has no "offsets": it fitted raw faces, so None is right
+    offsets = MemberOffsets.from_state(saved.get("offsets"))
+    if saved.get("fingerprint", {}).get("member_offsets") and offsets is None:
+        raise ValueError(f"{folder}: the checkpoint was trained with member offsets but does not hold them; "
+                         f"it is incomplete. Retrain the model (delete {folder} or use another --run-dir).")
     if saved["kind"] == "tf":
         model = TensorFactorization(**saved["args"], device=dev)
     else:
         model = TORCH_MODELS[saved["kind"]](**saved["args"]).to(dev)
-    model.load_state_dict(saved["model"])
+    # "final": the model kept after training (best validation epoch, VAE latents set); else the last state
+    state = saved.get("final") or (saved["best"]["model"] if saved.get("best") else saved["model"])
+    model.load_state_dict(state)
     model.eval()
-    return Fitted(saved["kind"], model, normalizer, dev, saved.get("metrics", []))
+    return Fitted(saved["kind"], model, normalizer, dev, saved.get("metrics", []), offsets)
 
 
 __all__ = ["Fitted", "fit_model", "load_fitted", "build_torch_model", "kl_beta"]

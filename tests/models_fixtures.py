@@ -48,3 +48,20 @@ def random_cp_tensor(n=6, t=20, d=136, k=3, noise=0.01, missing=0.2, seed=0):
     x = x.astype(np.float32)
     x[~mask] = np.nan
     return x, mask, clean
+
+
+IDENTITY_SPEC = SyntheticSpec(n_members=12, n_seconds=48, k_true=2, n_groups=2, identity_std=0.08, seed=5)
+
+
+def identity_movie(spec: SyntheticSpec = IDENTITY_SPEC):
+    """A movie whose members differ in face shape far more than in expression (like real audiences)."""
+    from models.data import movie_from_tensor
+    return movie_from_tensor(make_synthetic_movie(spec)[0])
+
+
+def identity_config() -> ProjectConfig:
+    """Enough capacity and epochs (a few seconds on CPU) for the models to learn expressions."""
+    return ProjectConfig(
+        models=ModelsConfig(k=2, hidden=32, layers=2, tf=TFConfig(max_iters=50)),
+        train=TrainConfig(epochs=20, batch_size=64, device="cpu", progress=False),
+    )
