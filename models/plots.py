@@ -84,12 +84,16 @@ def longterm_curves(rows: list[dict], path: Path) -> Path:
 
 def training_curves(curves: dict[str, list[dict]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    lowest = np.inf
     for kind, metrics in curves.items():
         xs = [m.get("epoch", m.get("iteration")) for m in metrics]
-        ax.plot(xs, [m.get("loss", m.get("recon")) for m in metrics], label=kind, color=COLORS.get(kind))
+        ys = [m.get("loss", m.get("recon")) for m in metrics]
+        ax.plot(xs, ys, label=kind, color=COLORS.get(kind))
+        lowest = min([lowest, *ys])
     ax.set_xlabel("epoch (ALS iteration for tf)")
     ax.set_ylabel("training loss per face")
-    ax.set_yscale("log")
+    # with a learned σ the Gaussian NLL goes below zero once σ is small: a log axis cannot show it
+    ax.set_yscale("log" if lowest > 0 else "symlog")
     ax.legend()
     return save(fig, path)
 
