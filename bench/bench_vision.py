@@ -12,6 +12,7 @@ members → bin with the runner, and prints:
   coverage (share of visible (viewer, second) cells observed in the tensor);
 * ms per frame and per face of each stage (from the runner's manifests).
 
+    python bench/bench_vision.py --scale full --duration 12 --workspace /tmp/bv202   # the README numbers
     python bench/bench_vision.py --workspace /tmp/bench --scale small --duration 20
     python bench/bench_vision.py --detections oracle   # truth boxes (+ jitter) instead of the detector
     python bench/bench_vision.py --detections oracle --scale full --duration 12 --workspace /tmp/bench_vision_full
@@ -344,6 +345,9 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", choices=("small", "full"), default="small")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per session")
     parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=202,
+                        help="synthetic audience seed (the shipped detectors were trained on 0, landmarks.box_scale "
+                             "chosen on 101: 202 is held out from both)")
     parser.add_argument("--detections", choices=("detector", "oracle"), default="detector")
     parser.add_argument("--jitter", type=float, default=0.05, help="oracle box jitter, fraction of the width")
     parser.add_argument("--model", action="append", default=[], help="extra ERT .dat files to compare")
@@ -356,7 +360,8 @@ def main(argv=None) -> int:
     rows = []
     variants = [v.split() for v in args.variants] + [[f"landmarks.model_path={m}"] for m in args.model]
     for variant in variants or [[]]:
-        cfg = make_config(args.workspace, args.scale, args.duration, args.sessions, args.overrides + variant)
+        cfg = make_config(args.workspace, args.scale, args.duration, args.sessions,
+                          [f"synthetic.seed={args.seed}", *args.overrides, *variant])
         workspace = Workspace(args.workspace)
         label = "stock ERT " + " ".join(v.split(".", 1)[1] for v in variant) if variant else "stock ERT"
         print(f"== {label} ({args.detections} detections, {args.scale}, {args.sessions}×{args.duration:.0f} s)")

@@ -67,7 +67,7 @@ def _check_positive(section: str, **values: float) -> None:
 class LandmarksConfig:
     model_path: str = ""           # 68-point ERT .dat; "" = stock iBUG model from face_recognition_models
     engine: Literal["numpy", "dlib"] = "numpy"  # numpy: batched cascade on the frame; dlib: dlib's predictor on crops
-    box_scale: float = 1.0         # ERT box side = box_scale × detector box width
+    box_scale: float = 1.3         # first-pass ERT box side = box_scale × detector box width (see default.yaml)
     box_dx: float = 0.0            # ERT box centre shift right, in detector box widths
     box_dy: float = 0.0            # ERT box centre shift down, in detector box heights
     target_face_px: float = 96.0   # dlib engine: crops are upsampled so the ERT box is about this many px wide
