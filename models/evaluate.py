@@ -377,7 +377,7 @@ def factors(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
         figures.append(plots.cluster_figure(feats, km.labels_, _expressive_faces(model, exemplars, movie.n_seconds),
                                             model.normalizer.mean, folder / f"{kind}_clusters.png",
                                             f"{kind}: k-means on U ({n_clusters} clusters) and exemplars"))
-        row = {"model": kind, "clusters": n_clusters}
+        row = {"model": kind, "kept": kept_model(model), "clusters": n_clusters}
         if truth:
             row.update(_truth_scores(model, u, v, feats, truth, ev.seed))
         scores.append(row)

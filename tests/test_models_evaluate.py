@@ -63,8 +63,10 @@ def test_factors_figures_and_truth_scores(run):
     for kind in ("tf", "nltf", "fvae"):
         for suffix in ("latent_sweep", "v_over_time", "clusters"):
             assert (run_dir / "factors" / f"{kind}_{suffix}.png").is_file()
+    completion_kept = {r["model"]: r["kept"] for r in out["completion"]["rows"] if "kept" in r}
     for row in out["factors"]["rows"]:
         assert -1 <= row["group_ari"] <= 1 and row["v_r2"] <= 1
+        assert row["kept"] == completion_kept[row["model"]]     # the figures name the fit they show
 
 
 def test_report_links_existing_figures(run):
