@@ -2,6 +2,7 @@
 
     python bench/bench_models.py                       # N=100, T=2000 (a few minutes per model on CPU)
     python bench/bench_models.py --members 40 --seconds 300 train.epochs=10   # quick
+    python bench/bench_models.py --members 60 --seconds 600 --latent-noise 0.3 --no-longterm   # z_it ~ N(U∘V, σ²)
     python bench/bench_models.py --paper-epoch          # time one FVAE epoch over 16M faces (CUDA)
 
 Prints: the completion table (train / held-out MSE per face, ratios to TF,
@@ -29,7 +30,8 @@ from models.train import build_torch_model, make_optimizer
 
 
 def accuracy(args, cfg) -> dict:
-    spec = SyntheticSpec(n_members=args.members, n_seconds=args.seconds, seed=args.seed)
+    spec = SyntheticSpec(n_members=args.members, n_seconds=args.seconds, seed=args.seed,
+                         latent_noise=args.latent_noise)
     tensor, truth = make_synthetic_movie(spec)
     movie = movie_from_tensor(tensor)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="bench_models_"))
@@ -123,6 +125,8 @@ def main(argv=None):
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latent-noise", type=float, default=0.0,
+                        help="std of per-face noise on z = U∘V (the FVAE's own generative story; 0: none)")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--no-longterm", dest="longterm", action="store_false")
     parser.add_argument("--paper-epoch", action="store_true", help="time one FVAE epoch over --faces faces")
