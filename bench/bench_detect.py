@@ -95,10 +95,9 @@ def planned_chunks(cfg, workspace: Workspace, video: Path) -> list[Path]:
 FP_KINDS = ("mislocalised", "duplicate", "background")
 
 
-def evaluate(screening, cfg, min_score: float | None = None) -> dict:
+def evaluate(screening, cfg) -> dict:
     """Per row group: faces, recall, precision, AP (and false-positive kinds) over the planned chunks.
 
-    min_score: score only detections above it (a threshold sweep without re-running detect).
     """
     stats = {g: {"scores": [], "tp": [], "n_gt": 0, "fp": dict.fromkeys(FP_KINDS, 0)} for g in ("front", "back")}
     n_rows = screening.config.synthetic.geometry.rows
@@ -107,10 +106,6 @@ def evaluate(screening, cfg, min_score: float | None = None) -> dict:
         typical = _typical_boxes(gt["face_box"])
         for chunk in planned_chunks(cfg, screening.workspace, video):
             dets = read_detections(chunk)
-            if min_score is not None:
-                ok = dets.det_score > min_score
-                dets.det_frame, dets.det_box_px = dets.det_frame[ok], dets.det_box_px[ok]
-                dets.det_score, dets.det_band = dets.det_score[ok], dets.det_band[ok]
             for row, f in enumerate(dets.frame_index):
                 if not dets.frame_ok[row]:
                     continue

@@ -84,10 +84,7 @@ def _clear_model_caches() -> None:
 def _load_landmark_model(lcfg) -> None:
     from pipeline import landmarks
 
-    if hasattr(landmarks, "load_landmarker"):
-        landmarks.load_landmarker(lcfg)
-    else:                        # a tree from before the numpy engine (for before/after comparisons)
-        landmarks.load_predictor(lcfg.model_path)
+    landmarks.load_landmarker(lcfg)
 
 
 def per_stage(cfg, workspace) -> dict:

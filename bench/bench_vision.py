@@ -118,7 +118,7 @@ def outer_corner_error(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.linalg.norm(estimate - truth, axis=-1).mean(-1) / corners
 
 
-def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str, cfg=None) -> dict:
+def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str, cfg) -> dict:
     """Per-face errors and per-face viewer of one (session, camera)."""
     from pipeline.frontalize import canonical_mean_face, frontal_error, normalized_error, similarity_align
     from pipeline.store import read_frontal_chunk, read_landmarks_chunk, read_members, read_synthetic_truth
@@ -127,8 +127,7 @@ def evaluate_camera(workspace: Workspace, movie: str, session: str, camera: str,
     back_row = truth["seat_row"].max() - BACK_ROWS + 1
     out = {k: [] for k in ("lm_err", "lm_err_300w", "back", "frontal_err", "pose_err", "viewer", "frontal_delta", "pose_delta",
                            "viewer_hit")}
-    paths = (planned_chunks("landmarks", cfg, workspace, movie, session, camera) if cfg is not None else
-             sorted((workspace.cache / "landmarks" / movie / session / camera).glob("[0-9]*.h5")))
+    paths = planned_chunks("landmarks", cfg, workspace, movie, session, camera)
     for path in paths:
         lm = read_landmarks_chunk(path)
         fr = read_frontal_chunk(workspace.stage_output("frontalize", movie, session, camera, path.stem))

@@ -157,9 +157,11 @@ def _restart_stale_demo(cfg, tensor_path: Path, run_dir: Path) -> None:
     import hashlib
     import shutil
 
+    from models.train import RUNTIME_FIELDS   # settings that do not change a model (device, threads, …)
+
     digest = hashlib.sha256(tensor_path.read_bytes()).hexdigest()[:16] if tensor_path.is_file() else "missing"
     stamp = {"tensor_sha256": digest, "models": to_dict(cfg.models),
-             "train": {k: v for k, v in to_dict(cfg.train).items() if k not in ("device", "progress")},
+             "train": {k: v for k, v in to_dict(cfg.train).items() if k not in RUNTIME_FIELDS},
              "evaluate": to_dict(cfg.evaluate)}
     stamp = json.loads(json.dumps(stamp, default=str))
     path = run_dir / DEMO_STAMP

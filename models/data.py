@@ -14,7 +14,8 @@ Member offsets (models.member_offsets, on by default): each member's own face
 shape (identity) usually carries more variance than their expressions, and a
 rank-K factorization cannot spend its K factors on dozens of distinct mean
 faces. So each member's offset (their mean training face) is subtracted before
-fitting, stored with the model and added back in every prediction; the models
+fitting (the faces held back for validation excluded), stored with the model and
+added back in every prediction; the models
 then fit expressions around each member's own face. A new member's offset
 (long-term prediction) comes from its observed faces only, shrunk toward the
 audience's average by an empirical-Bayes weight. With offsets on, the global
@@ -143,9 +144,10 @@ def member_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class MemberOffsets:
     """Per-member offsets (each member's own mean face), in normalized units, stored with a model.
 
-    A training member's offset is the mean of its training faces (a member without one
-    gets `prior`, the average offset), so a model that predicts no expression at all is
-    exactly the 'member mean' baseline. A NEW member (long-term prediction) has only a
+    A training member's offset is the mean of the faces the model is fitted to (its training
+    faces less those held back for validation; a member without any gets `prior`, the
+    average offset), so a model that predicts no expression at all is the 'member mean'
+    baseline. A NEW member (long-term prediction) has only a
     few observed faces, so its offset is the posterior mean under a normal prior centred
     on `prior`: (Σ_t x_it + κ·prior) / (n + κ), with κ = within-member variance /
     between-member variance of the training members (empirical Bayes, one scalar over the

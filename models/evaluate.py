@@ -222,7 +222,8 @@ def infer_members(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: i
         return infer_codes(fitted, x_norm, seen, steps, lr), None
     x_norm = np.where(seen[:, :, None], np.nan_to_num(x_norm), 0.0).astype(np.float32)
     offsets = fitted.offsets.estimate(x_norm, seen)
-    for step in range(max(1, rounds)):
+    rounds = max(1, rounds)
+    for step in range(rounds):
         codes = infer_codes(fitted, x_norm - offsets[:, None], seen, steps, lr)
         if step == rounds - 1 or not seen.any():
             break

@@ -142,18 +142,22 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
         ckpt.check_same_config(_offsets_checked(saved, models_cfg.member_offsets, folder), fingerprint, folder)
     normalizer = Normalizer.fit(movie.landmarks, train_mask, per_member=models_cfg.member_offsets)
     x_norm = normalizer.encode(movie.landmarks)
-    offsets = MemberOffsets.fit(x_norm, train_mask) if models_cfg.member_offsets else None
-    if offsets is not None:
-        x_norm = x_norm - offsets.offsets[:, None]
     fit_mask, val_mask = validation_split(train_mask, train_cfg.validation_every, train_cfg.seed)
-    faces = Faces(x_norm, fit_mask, device)
+    # the offsets come from the faces the model is fitted to, never from the held-back ones
+    offsets = MemberOffsets.fit(x_norm, fit_mask) if models_cfg.member_offsets else None
+    faces = Faces(minus_offsets(x_norm, offsets), fit_mask, device)
     val = None if val_mask is None else Validation(faces, val_mask)
     with cpu_threads(train_cfg.cpu_threads if device.type == "cpu" else 0):
         if kind == "tf":
-            return _fit_tf(faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, folder, fingerprint,
-                           saved)
+            return _fit_tf(faces, val, train_mask, x_norm, normalizer, offsets, models_cfg, train_cfg, folder,
+                           fingerprint, saved)
         return _fit_torch(kind, faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, Path(out_dir),
                           fingerprint, saved, on_epoch_end)
+
+
+def minus_offsets(x_norm: np.ndarray, offsets: MemberOffsets | None) -> np.ndarray:
+    """(N, T, 136) normalized faces minus each member's offset (unchanged without offsets)."""
+    return x_norm if offsets is None else x_norm - offsets.offsets[:, None]
 
 
 class Validation:
@@ -229,7 +233,9 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
                  train_cfg: TrainConfig, split: dict) -> dict:
     """Everything that shapes the result; resuming under another fingerprint is refused."""
     data = {"shape": list(movie.landmarks.shape), "train_faces": int(train_mask.sum()),
-            "train_mask_sha": hashlib.sha256(np.packbits(train_mask).tobytes()).hexdigest()[:16]}
+            "train_mask_sha": hashlib.sha256(np.packbits(train_mask).tobytes()).hexdigest()[:16],
+            # a tensor rebuilt with other vision settings but the same mask must not resume old models
+            "landmarks_sha": hashlib.sha256(np.ascontiguousarray(movie.landmarks).tobytes()).hexdigest()[:16]}
     if kind == "tf":
         model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed,
                  "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every}
@@ -267,13 +273,14 @@ def _offsets_for_new_members(model, x: torch.Tensor, train_mask: np.ndarray, off
     return offsets.for_new_members(effective, counts, within)
 
 
-def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, normalizer: Normalizer,
-            offsets: MemberOffsets | None, models_cfg: ModelsConfig, train_cfg: TrainConfig, folder: Path,
-            fingerprint: dict, saved: dict | None) -> Fitted:
+def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, x_norm: np.ndarray,
+            normalizer: Normalizer, offsets: MemberOffsets | None, models_cfg: ModelsConfig, train_cfg: TrainConfig,
+            folder: Path, fingerprint: dict, saved: dict | None) -> Fitted:
     """ALS on the training faces. With validation, the ridge is first chosen from models.tf.ridge_grid
-    by the error on the held-back faces of fits to the rest, then the model is refitted on every
-    training face with it (TF is cheap; the strongest ridges shrink every component away, so the
-    choice includes 'no expression model': each member's offset alone)."""
+    by the error on the held-back faces of fits to the rest (`faces`), then the model is refitted on
+    every training face with it, the member offsets too (TF is cheap; the strongest ridges shrink
+    every component away, so the choice includes 'no expression model': each member's offset alone).
+    Without validation models.tf.ridge is used."""
     n_members, n_seconds = faces.mask.shape
     cfg = models_cfg.tf
     if saved is not None:
@@ -283,8 +290,8 @@ def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, normal
                       saved.get("metrics", []), MemberOffsets.from_state(saved.get("offsets")))
     started = time.perf_counter()
     fit = dict(max_iters=cfg.max_iters, tol=cfg.tol, hals_sweeps=cfg.hals_sweeps, seed=train_cfg.seed)
-    ridge, val_by_ridge = cfg.ridge, {}
-    if val is not None and len(cfg.ridge_grid) > 1:
+    ridge, val_by_ridge = (cfg.ridge if val is None else max(cfg.ridge_grid)), {}
+    if val is not None and len(set(cfg.ridge_grid)) > 1:
         errors = {}
         for r in sorted(set(cfg.ridge_grid), reverse=True):       # strongest shrinkage first
             trial = TensorFactorization(n_members, n_seconds, models_cfg.k, r, faces.device)
@@ -293,8 +300,10 @@ def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, normal
             val_by_ridge[r] = float(errors[r].mean())
             if r == max(cfg.ridge_grid) or Validation.better(errors[r], errors[ridge]):
                 ridge = r                                          # a weaker ridge must earn its place
+    if val is not None:                                            # refit on every training face
+        offsets = MemberOffsets.fit(x_norm, train_mask) if offsets is not None else None
+        faces = Faces(minus_offsets(x_norm, offsets), train_mask, faces.device)
     model = TensorFactorization(n_members, n_seconds, models_cfg.k, ridge, faces.device)
-    all_train = torch.from_numpy(train_mask).to(faces.device)
     n_train = int(train_mask.sum())
     bar = tqdm(total=cfg.max_iters, desc="tf  ALS", disable=not train_cfg.progress, leave=False)
 
@@ -302,7 +311,7 @@ def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, normal
         bar.update()
         bar.set_postfix(loss_per_face=f"{loss / max(n_train, 1):.4f}")
 
-    history = model.fit(faces.x, all_train, callback=tick, **fit)
+    history = model.fit(faces.x, faces.mask, callback=tick, **fit)
     bar.close()
     seconds = time.perf_counter() - started
     offsets = _offsets_for_new_members(model, faces.x, train_mask, offsets)
@@ -385,10 +394,11 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
     steps_per_epoch = -(-faces.n_observed // train_cfg.batch_size)
     bar = tqdm(total=steps_per_epoch * max(0, train_cfg.epochs - start_epoch), desc=f"{kind:<4}",
                disable=not train_cfg.progress or stopped, leave=False)
-    payload = None
+    payload, trained = saved, False    # a resumed run's last checkpoint, until a new one is written
     for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
         if stopped:
             break
+        trained = True
         metrics.append(_train_epoch(model, loss_fn, optimizer, faces, train_cfg, kl_beta(models_cfg, epoch),
                                     generator, bar, epoch))
         if val is not None:
@@ -399,7 +409,8 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
                         "model": _state_copy(model)}
             stopped = 0 < train_cfg.patience <= epoch - best["epoch"]
         if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs or stopped:
-            payload = {"kind": kind, "args": model.args(), "model": model.state_dict(),
+            # a copy: loading the kept epoch below must not change what this checkpoint resumes from
+            payload = {"kind": kind, "args": model.args(), "model": _state_copy(model),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state(generator), "epoch": epoch,
                        "metrics": metrics, "fingerprint": fingerprint, "normalizer": normalizer.state(),
                        "offsets": _offsets_state(offsets), "best": best, "stopped": stopped}
@@ -415,7 +426,10 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
     model.eval()
     model.finalize(faces)   # deterministic post-training step (the VAE's per-member latents)
     offsets = _offsets_for_new_members(model, faces.x, train_mask, offsets)
-    if payload is not None and (kind == "vae" or best is not None or offsets is not None):
+    # the kept model is saved after training, and also when a kill came between the last epoch's
+    # checkpoint and this save (a resumed run that finds every epoch done but no "final")
+    if payload is not None and (trained or "final" not in payload) and (
+            kind == "vae" or best is not None or offsets is not None):
         payload = {**payload, "final": _state_copy(model), "metrics": metrics, "offsets": _offsets_state(offsets)}
         ckpt.save(out_dir / "checkpoints", f"epoch_{payload['epoch']:04d}.pt", payload, train_cfg.keep_checkpoints)
         _write_metrics(out_dir, metrics)

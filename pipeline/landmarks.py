@@ -385,6 +385,8 @@ def read_shape_predictor(path: str | Path) -> ErtModel:
             n_trees, n_splits = n_trees or trees, n_splits if n_splits is not None else first
             if (trees, first) != (n_trees, n_splits):
                 raise ValueError("levels of different sizes")
+            if n_splits < 1 or (n_splits + 1) & n_splits:
+                raise ValueError("trees are not complete binary trees")
             per_tree = 4 * n_splits + 1 + (n_splits + 1) * (2 + 2 * dims)
             block = np.concatenate([[first], tok.take(n_trees * (1 + per_tree) - 1)]).reshape(n_trees, 1 + per_tree)
             splits = block[:, 1:1 + 4 * n_splits].reshape(n_trees, n_splits, 4)
@@ -573,6 +575,7 @@ def _fit_faces_numpy(model: ErtModel, image: np.ndarray, boxes: np.ndarray, cfg,
     if not ok.any():
         return
     box = boxes[ok]
+    alive = np.ones(len(box), bool)    # a refit box that collapsed ends the face's fit, as in the dlib engine
     passes = 1 + cfg.refine_passes
     with _one_blas_thread():
         for p in range(passes):
@@ -580,6 +583,8 @@ def _fit_faces_numpy(model: ErtModel, image: np.ndarray, boxes: np.ndarray, cfg,
             pts = ert_predict(model, image, box, levels=None if last or not cfg.coarse_levels else cfg.coarse_levels)
             if not last:
                 box = ert_boxes_from_landmarks(pts)
+                alive &= np.isfinite(box).all(axis=1) & (box[:, 2] - box[:, 0] >= MIN_BOX_PX)
+    pts[~alive] = np.nan
     out["landmarks_px"][ok] = pts
     out["ert_box_px"][ok] = box
     out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions

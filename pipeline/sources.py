@@ -73,7 +73,7 @@ class Capture(Protocol):
 
 
 def in_worker_process() -> bool:
-    """True inside a worker process of a multi-process run (the runner's pool with workers > 1)."""
+    """True inside any multiprocessing child (the runner's pool with workers > 1 starts them)."""
     import multiprocessing
 
     return multiprocessing.parent_process() is not None

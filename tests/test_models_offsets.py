@@ -94,8 +94,12 @@ def test_prediction_adds_each_members_offset_back(kind, movie, split, tmp_path):
         expression = fitted.model.predict(torch.as_tensor(i), torch.as_tensor(t)).float().numpy()
     want = fitted.normalizer.decode(expression + fitted.offsets.offsets[i])
     assert np.allclose(fitted.predict(i, t), want, atol=1e-5)
-    # the offsets are each member's mean training face, stored with the model
-    assert np.allclose(fitted.normalizer.decode(fitted.offsets.offsets), member_mean_faces(movie.landmarks, train),
+    # the offsets are each member's mean over the faces the model was fitted to, stored with the model:
+    # the torch models never see the faces held back for validation, TF is refitted on every training face
+    fit, _ = validation_split(train, cfg.train.validation_every, cfg.train.seed)
+    fitted_to = train if kind == "tf" else fit
+    assert not (fit == train).all()
+    assert np.allclose(fitted.normalizer.decode(fitted.offsets.offsets), member_mean_faces(movie.landmarks, fitted_to),
                        atol=1e-4)
     again = load_fitted(tmp_path, "cpu")
     assert np.allclose(again.offsets.offsets, fitted.offsets.offsets)
@@ -268,3 +272,21 @@ def test_demo_retrains_when_its_settings_change(tmp_path, capsys, monkeypatch):
     assert report.is_file() and "retraining" in capsys.readouterr().out
     saved = ckpt.load_last(tmp_path / "demo" / "completion" / "tf" / "checkpoints")
     assert saved["fingerprint"]["tf"]["max_iters"] == 7
+
+
+def test_a_one_value_ridge_grid_is_the_ridge_used_with_validation(movie, split, tmp_path):
+    train, _ = split
+    cfg = tiny_config()
+    one = dataclasses.replace(cfg.models, tf=dataclasses.replace(cfg.models.tf, ridge_grid=(5.0,)))
+    assert cfg.train.validation_every > 0 and one.tf.ridge != 5.0
+    fitted = fit_model("tf", movie, train, one, cfg.train, tmp_path)
+    assert fitted.metrics[-1]["ridge"] == 5.0 and fitted.model.args()["ridge"] == 5.0
+
+
+def test_a_rebuilt_tensor_with_the_same_mask_does_not_resume_old_models(movie, split, tmp_path):
+    train, _ = split
+    cfg = tiny_config()
+    fit_model("fvae", movie, train, cfg.models, cfg.train, tmp_path)
+    rebuilt = dataclasses.replace(movie, landmarks=movie.landmarks + np.float32(0.01))
+    with pytest.raises(ValueError, match="different configuration.*landmarks_sha"):
+        fit_model("fvae", rebuilt, train, cfg.models, cfg.train, tmp_path, resume=True)

@@ -68,6 +68,32 @@ def test_kill_and_resume_gives_the_uninterrupted_result(kind, movie, tmp_path):
     assert [m["loss"] for m in whole.metrics] == [m["loss"] for m in resumed.metrics]
 
 
+@pytest.mark.parametrize("kind", ["vae", "fvae"])
+def test_more_epochs_continue_from_the_last_epoch_not_the_kept_one(kind, movie, tmp_path):
+    # the kept (best-validation) epoch is loaded after training; the last checkpoint must still
+    # hold the last epoch's weights, so that asking for more epochs later continues the same run
+    whole = _fit(kind, movie, tmp_path / "whole", epochs=6, patience=0)
+    _fit(kind, movie, tmp_path / "grown", epochs=3, patience=0)
+    grown = _fit(kind, movie, tmp_path / "grown", resume=True, epochs=6, patience=0)
+    assert [m["val_mse"] for m in whole.metrics] == [m["val_mse"] for m in grown.metrics]
+    for (name, a), (_, b) in zip(whole.model.state_dict().items(), grown.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_kill_after_the_last_epoch_still_saves_the_kept_model(movie, tmp_path):
+    # a kill between the last epoch's checkpoint and the save of the kept model: the rerun that
+    # finds every epoch done writes it, and a later load gives what an uninterrupted run gives
+    whole = _fit("fvae", movie, tmp_path / "whole", epochs=3)
+    with pytest.raises(Killed):
+        _fit("fvae", movie, tmp_path / "killed", epochs=3, on_epoch_end=_kill_at(3))
+    assert "final" not in ckpt.load_last(tmp_path / "killed" / "checkpoints")
+    _fit("fvae", movie, tmp_path / "killed", resume=True, epochs=3)
+    assert "final" in ckpt.load_last(tmp_path / "killed" / "checkpoints")
+    i, t = np.nonzero(movie.mask)
+    assert np.allclose(load_fitted(tmp_path / "killed", "cpu").predict(i, t),
+                       load_fitted(tmp_path / "whole", "cpu").predict(i, t), atol=1e-6)
+
+
 def test_existing_run_needs_resume_and_the_same_config(movie, tmp_path):
     _fit("fvae", movie, tmp_path)
     with pytest.raises(ValueError, match="--resume"):
