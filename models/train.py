@@ -235,7 +235,8 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
     data = {"shape": list(movie.landmarks.shape), "train_faces": int(train_mask.sum()),
             "train_mask_sha": hashlib.sha256(np.packbits(train_mask).tobytes()).hexdigest()[:16],
             # a tensor rebuilt with other vision settings but the same mask must not resume old models
-            "landmarks_sha": hashlib.sha256(np.ascontiguousarray(movie.landmarks).tobytes()).hexdigest()[:16]}
+            # hashed through the buffer, not .tobytes(): no second copy of a paper-sized tensor
+            "landmarks_sha": hashlib.sha256(np.ascontiguousarray(movie.landmarks)).hexdigest()[:16]}
     if kind == "tf":
         model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed,
                  "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every}
