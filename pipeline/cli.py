@@ -24,7 +24,7 @@ from pipeline.store import DataError, Workspace, ensure_dir
 EXIT_USER_ERROR = 2
 # modules that add their own subcommands through `register(subparsers)`
 OPTIONAL_COMMAND_MODULES: tuple[str, ...] = (
-    "pipeline.detector_training", "pipeline.live", "pipeline.inspection", "models.cli")
+    "pipeline.detector_training", "pipeline.live", "pipeline.inspection", "pipeline.export", "models.cli")
 
 
 def common_parser() -> argparse.ArgumentParser:
