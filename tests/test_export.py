@@ -96,7 +96,10 @@ def test_rows_equal_the_caches(exported):
         assert np.array_equal(rows["landmarks_px"], cat("landmarks_px"), equal_nan=True)
         assert np.array_equal(rows["pose_deg"], cat("pose_deg", frontal), equal_nan=True)
         assert np.array_equal(rows["frontal_ok"], cat("frontal_ok", frontal))
-        assert np.isnan(rows["fit_score"]).all()          # these caches hold no fit_score
+        if all("fit_score" in a for a in landmarks):
+            assert np.array_equal(rows["fit_score"], cat("fit_score"), equal_nan=True)
+        else:                                              # caches made before the landmarks stage scored fits
+            assert np.isnan(rows["fit_score"]).all()
         # member ids: members.h5 face_member → member_id, checked face by face on time and box
         assert np.array_equal(members["face_time_s"], rows["timestamp"])
         assert np.array_equal(members["face_box_px"], rows["det_box_px"])
