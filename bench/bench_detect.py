@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from configs.schema import WorkspaceConfig, load_config
-from pipeline.detect import DETECT, BAND_BACK, box_iou, make_finder, plan_detect, read_session_meta
+from pipeline.detect import (DETECT, SURVEY, BAND_BACK, box_iou, make_finder, plan_detect, read_session_meta,
+                             survey_video)
 from pipeline.detector_training import face_box_from_landmarks
 from pipeline.runner import run_stage
 from pipeline.sources import iter_frames, probe_video
@@ -42,8 +43,7 @@ from pipeline.synthetic.testing import make_test_screening
 
 MODES = {
     "known_rows": [],                                                    # rows from session.yaml (default)
-    "tracked_rows": ["detect.use_known_rows=false"],                     # bands, full scan every 10 s
-    "bands_only": ["detect.use_known_rows=false", "detect.track_rows=false"],  # bands, every frame
+    "survey": ["detect.use_known_rows=false"],                           # rows found in the footage, rescans every 10 s
 }
 
 
@@ -169,7 +169,7 @@ def time_stages(screening, cfg, max_frames: int) -> dict:
     decode ms/frame, detect ms/frame and ms/face (meaningful on a shared machine)."""
     video = screening.videos[0]
     info = probe_video(video)
-    finder = make_finder(cfg, info.height_px, read_session_meta(video.parent))
+    finder = make_finder(cfg, info.height_px, read_session_meta(video.parent), info.width_px, survey_video(video, cfg))
     decode_s = detect_s = 0.0
     n_frames = n_faces = 0
     frames = iter_frames(video, every_s=cfg.sources.sample_every_s, info=info)
@@ -197,6 +197,7 @@ def chunked(cfg):
 def throughput(screening, cfg, workers: int) -> dict:
     """Seconds of recording per wall second (and, in-process with 1 worker, per CPU second) of the
     detect stage (decode + detect) run by the runner with `workers` processes."""
+    run_stage(SURVEY, cfg, screening.workspace, progress=False)        # once per recording, not timed
     wall0, cpu0 = time.perf_counter(), time.process_time()
     report = run_stage(DETECT, chunked(cfg), screening.workspace, workers=workers, force=True, progress=False)
     wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", type=int, default=2, help="held-out audiences (default %(default)s)")
     parser.add_argument("--duration-s", type=float, default=12.0, help="seconds per screening")
     parser.add_argument("--seed", type=int, default=202, help="synthetic seed (detectors trained on 0, threshold picked on 101)")
-    parser.add_argument("--modes", nargs="+", default=["known_rows", "tracked_rows"], choices=sorted(MODES))
+    parser.add_argument("--modes", nargs="+", default=["known_rows", "survey"], choices=sorted(MODES))
     parser.add_argument("--timing-frames", type=int, default=12)
     parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker run")
     parser.add_argument("--set", action="append", default=[], help="extra config override")

@@ -6,10 +6,13 @@ Generates (cached) one full-size 2750×2200 synthetic session (~95 viewers) of
 sources.sample_every_s = 0.5 s), in chunks of --chunk-s so that several
 workers have units to share. It prints
 
-1. per stage (one worker, in this process): CPU seconds (time.process_time:
+1. per step (one worker, in this process): CPU seconds (time.process_time:
    every thread of the process, so the figure means something on a shared
    machine), wall seconds, CPU ms per sampled frame and per face, and the part
-   of it that is video decoding (detect and landmarks each decode the video);
+   of it that is video decoding. As `audience run` does it, detect and
+   landmarks run in one pass per chunk (one decode); `--apart` also times them
+   as two stages (two decodes). The survey (rows from the footage, once per
+   recording, whatever its length) is timed on its own;
 2. the chain: seconds of recording processed per CPU-core second (≥ 1 = real
    time on one core), with and without decoding;
 3. workers scaling: the three stages with --workers N (wall seconds, CPU
@@ -34,6 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STAGE_NAMES = ("detect", "landmarks", "frontalize")
+# (label, stage, next stage computed in the same pass): the steps `audience run` takes per chunk
+FUSED_STEPS = (("detect+landmarks", "detect", "landmarks"), ("frontalize", "frontalize", None))
+APART_STEPS = (("detect", "detect", None), ("landmarks", "landmarks", None), ("frontalize", "frontalize", None))
 
 
 def _cpu_all() -> float:
@@ -87,8 +93,9 @@ def _load_landmark_model(lcfg) -> None:
     landmarks.load_landmarker(lcfg)
 
 
-def per_stage(cfg, workspace) -> dict:
-    """One worker, in this process: CPU and wall seconds of each stage (models loaded beforehand)."""
+def per_stage(cfg, workspace, steps) -> dict:
+    """One worker, in this process: CPU and wall seconds of the survey and of each step (models loaded
+    beforehand)."""
     from pipeline.detect import make_finder, read_session_meta
     from pipeline.runner import run_stage
     from pipeline.sources import probe_video
@@ -99,12 +106,14 @@ def per_stage(cfg, workspace) -> dict:
     make_finder(cfg, probe_video(video).height_px, read_session_meta(video.parent))
     _load_landmark_model(cfg.landmarks)
     out = {"model_load_cpu_s": time.process_time() - start}
-    for name in STAGE_NAMES:
+    for label, name, then in (("survey", "survey", None),) + tuple(steps):
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        report = run_stage(get_stage(name), cfg, workspace, workers=1, force=True, progress=False)
-        out[name] = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
+        report = run_stage(get_stage(name), cfg, workspace, workers=1, force=True, progress=False,
+                           then=get_stage(then) if then else None)
+        out[label] = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0,
+                      "decodes": name in ("detect", "landmarks")}
         if report.failed:
-            raise SystemExit(f"{name} failed: {report.failed}")
+            raise SystemExit(f"{label} failed: {report.failed}")
     return out
 
 
@@ -116,8 +125,9 @@ def scaling(cfg, workspace, workers: int) -> dict:
 
     _clear_model_caches()
     cpu0, wall0 = _cpu_all(), time.perf_counter()
-    for name in STAGE_NAMES:
-        report = run_stage(get_stage(name), cfg, workspace, workers=workers, force=True, progress=False)
+    for _, name, then in FUSED_STEPS:
+        report = run_stage(get_stage(name), cfg, workspace, workers=workers, force=True, progress=False,
+                           then=get_stage(then) if then else None)
         if report.failed:
             raise SystemExit(f"{name} failed with {workers} workers: {report.failed}")
     return {"wall_s": time.perf_counter() - wall0, "cpu_s": _cpu_all() - cpu0}
@@ -145,6 +155,28 @@ def cores_available(workers: int, loops: int = 4_000_000) -> float:
     return workers * alone / together
 
 
+def print_chain(timing, labels, frames, faces, dec_ms, dec_cpu, video_s) -> None:
+    header = (f"{'step':<18}{'CPU s':>8}{'wall s':>8}{'CPU ms/frame':>14}{'CPU ms/face':>13}"
+              f"{'decode ms/frame':>17}{'ms/face w/o decode':>20}")
+    print("1 worker, in-process (CPU = time.process_time of the worker)")
+    print(header + "\n" + "-" * len(header))
+    chain_cpu = chain_dec = 0.0
+    for name in labels:
+        t = timing[name]
+        dec = dec_ms if t["decodes"] else 0.0
+        chain_cpu += t["cpu_s"]
+        chain_dec += dec_cpu if t["decodes"] else 0.0
+        per_frame = 1e3 * t["cpu_s"] / max(frames, 1)
+        print(f"{name:<18}{t['cpu_s']:>8.1f}{t['wall_s']:>8.1f}{per_frame:>14.0f}"
+              f"{1e3 * t['cpu_s'] / max(faces, 1):>13.2f}{dec:>17.0f}"
+              f"{(per_frame - dec) * frames / max(faces, 1):>20.2f}")
+    print(f"{'chain':<18}{chain_cpu:>8.1f}{sum(timing[n]['wall_s'] for n in labels):>8.1f}"
+          f"{1e3 * chain_cpu / max(frames, 1):>14.0f}{1e3 * chain_cpu / max(faces, 1):>13.2f}"
+          f"{1e3 * chain_dec / max(frames, 1):>17.0f}")
+    print(f"\nrecording seconds per CPU-core second, {' → '.join(labels)}: {video_s / chain_cpu:.2f} "
+          f"(without decoding: {video_s / max(chain_cpu - chain_dec, 1e-9):.2f}); 1.00 = real time on one core\n")
+
+
 def main(argv=None) -> int:
     from configs.schema import WorkspaceConfig, load_config
     from pipeline.sources import probe_video
@@ -161,7 +193,12 @@ def main(argv=None) -> int:
                              "decodes 2 s before its start again)")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to compare")
     parser.add_argument("--set", action="append", default=[], help="extra config override (section.key=value)")
+    parser.add_argument("--apart", action="store_true", help="also time detect and landmarks as two passes")
+    parser.add_argument("--survey", action="store_true",
+                        help="rows from the survey (detect.use_known_rows=false), not from session.yaml's seat map")
     args = parser.parse_args(argv)
+    if args.survey:
+        args.set.append("detect.use_known_rows=false")
 
     print(f"generating one full-size screening of {args.duration_s:.0f} s (seed {args.seed}) in {args.workdir} ...",
           flush=True)
@@ -172,39 +209,22 @@ def main(argv=None) -> int:
     workspace = screening.workspace
     video_s = sum(probe_video(v).duration_s for v in screening.videos)
 
-    timing = per_stage(cfg, workspace)
-    frames, faces = _counts(cfg, workspace)
-    dec_cpu, dec_frames = decode_cpu(cfg, workspace)
-    dec_ms = 1e3 * dec_cpu / max(dec_frames, 1)
-    lm = cfg.landmarks
-    print(f"\n{video_s:.0f} s of 2750×2200 video at {probe_video(screening.videos[0]).fps:.0f} fps, one frame every "
-          f"{cfg.sources.sample_every_s} s: {frames} frames, {faces} faces ({faces / max(frames, 1):.0f}/frame); "
-          f"chunks of {cfg.sources.chunk_s:g} s; landmarks engine={getattr(lm, 'engine', 'dlib')} "
-          f"refine_passes={lm.refine_passes}"
-          + (f" coarse_levels={lm.coarse_levels} leaf_rank={lm.leaf_rank}" if getattr(lm, "engine", "") == "numpy"
-             else ""))
-    print(f"models loaded once per process before timing: {timing['model_load_cpu_s']:.1f} CPU s\n")
-    header = (f"{'stage':<12}{'CPU s':>8}{'wall s':>8}{'CPU ms/frame':>14}{'CPU ms/face':>13}"
-              f"{'decode ms/frame':>17}{'ms/face w/o decode':>20}")
-    print("1 worker, in-process (CPU = time.process_time of the worker)")
-    print(header + "\n" + "-" * len(header))
-    chain_cpu = chain_dec = 0.0
-    for name in STAGE_NAMES:
-        t = timing[name]
-        decodes = name in ("detect", "landmarks")
-        dec = dec_ms if decodes else 0.0
-        chain_cpu += t["cpu_s"]
-        chain_dec += dec_cpu if decodes else 0.0
-        per_frame = 1e3 * t["cpu_s"] / max(frames, 1)
-        print(f"{name:<12}{t['cpu_s']:>8.1f}{t['wall_s']:>8.1f}{per_frame:>14.0f}"
-              f"{1e3 * t['cpu_s'] / max(faces, 1):>13.2f}{dec:>17.0f}"
-              f"{(per_frame - dec) * frames / max(faces, 1):>20.2f}")
-    print(f"{'chain':<12}{chain_cpu:>8.1f}{sum(timing[n]['wall_s'] for n in STAGE_NAMES):>8.1f}"
-          f"{1e3 * chain_cpu / max(frames, 1):>14.0f}{1e3 * chain_cpu / max(faces, 1):>13.2f}"
-          f"{1e3 * chain_dec / max(frames, 1):>17.0f}")
-    print(f"\nrecording seconds per CPU-core second, whole chain: {video_s / chain_cpu:.2f} "
-          f"(without the two decodes: {video_s / max(chain_cpu - chain_dec, 1e-9):.2f}); "
-          f"1.00 = real time on one core")
+    frames = faces = 0
+    for steps in (FUSED_STEPS, APART_STEPS) if args.apart else (FUSED_STEPS,):
+        timing = per_stage(cfg, workspace, steps)
+        if not frames:
+            frames, faces = _counts(cfg, workspace)
+            dec_cpu, dec_frames = decode_cpu(cfg, workspace)
+            dec_ms = 1e3 * dec_cpu / max(dec_frames, 1)
+            lm = cfg.landmarks
+            print(f"\n{video_s:.0f} s of 2750×2200 video at {probe_video(screening.videos[0]).fps:.0f} fps, one frame "
+                  f"every {cfg.sources.sample_every_s} s: {frames} frames, {faces} faces ({faces / max(frames, 1):.0f}"
+                  f"/frame); chunks of {cfg.sources.chunk_s:g} s; rows from "
+                  f"{'the survey' if args.survey else 'session.yaml'}; landmarks engine={lm.engine} "
+                  f"refine_passes={lm.refine_passes}")
+            print(f"models loaded once per process before timing: {timing['model_load_cpu_s']:.1f} CPU s; survey "
+                  f"(once per recording): {timing['survey']['cpu_s']:.1f} CPU s\n")
+        print_chain(timing, [label for label, _, _ in steps], frames, faces, dec_ms, dec_cpu, video_s)
 
     if args.workers:
         print(f"\nworkers scaling (detect + landmarks + frontalize through run_stage, chunks of {args.chunk_s:g} s; "

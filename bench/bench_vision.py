@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.store import Workspace  # noqa: E402
 
 BACK_ROWS = 3
-STAGES = ("detect", "landmarks", "frontalize", "members", "bin")
+STAGES = ("survey", "detect", "landmarks", "frontalize", "members", "bin")
 
 
 def make_config(root: Path, scale: str, duration_s: float, sessions: int, overrides: list[str]):

@@ -24,7 +24,8 @@ from pipeline.store import DataError, Workspace, ensure_dir
 EXIT_USER_ERROR = 2
 # modules that add their own subcommands through `register(subparsers)`
 OPTIONAL_COMMAND_MODULES: tuple[str, ...] = (
-    "pipeline.detector_training", "pipeline.live", "pipeline.inspection", "pipeline.export", "models.cli")
+    "pipeline.detector_training", "pipeline.live", "pipeline.inspection", "pipeline.export", "models.cli",
+    "pipeline.labeling")
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -74,12 +75,21 @@ def run_stages(names, cfg, args) -> int:
     workspace = workspace_of(cfg)
     ensure_dir(workspace.root)
     save_resolved_config(cfg, workspace, "+".join(names) if len(names) < 3 else "run")
-    reports = []
-    for name in names:
+    reports, fused_into = [], None
+    for i, name in enumerate(names):
         stage = get_stage(name)
+        then = get_stage(names[i + 1]) if i + 1 < len(names) else None
+        then = then if then is not None and then.upstream == name else None   # one pass for both (one decode)
         select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
-        reports.append(run_stage(stage, cfg, workspace, workers=cfg.workspace.workers,
-                                 force=args.force, select=select, progress=not args.quiet))
+        force = args.force and fused_into != name      # units computed with their upstream just now are fresh
+        report = run_stage(stage, cfg, workspace, workers=cfg.workspace.workers, force=force,
+                           select=select, progress=not args.quiet, then=then)
+        if fused_into == name:          # count the units computed in the upstream's pass as computed here
+            fresh = set(reports[-1].then_done) & set(report.skipped)
+            report.done += sorted(fresh)
+            report.skipped = [u for u in report.skipped if u not in fresh]
+        reports.append(report)
+        fused_into = then.name if then else None
         print(reports[-1].line(), flush=True)
     failed = {f"{r.stage} {u}": err for r in reports for u, err in r.failed.items()}
     if failed:

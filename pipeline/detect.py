@@ -1,13 +1,16 @@
 """Face detection: one HOG MMOD detector for the back rows, one for the front rows.
 
-Each detector runs on its own horizontal *band* of the frame (row bands come
-from the session's ``session.yaml`` or, failing that, from the ``detect``
-config as fractions of the frame height). A band is cropped, resized by its
-scale (the back band is upsampled so ~15×25 px faces clear HOG's ~400 px²
-floor) and optionally cut into overlapping horizontal strips, which caps the
-HOG pyramid depth to the face sizes that can occur there. Detections from all
-bands are mapped back to full-frame pixels and merged by non-maximum
-suppression, so a face on the band boundary is reported once.
+Where to look comes from a *Geometry* (``pipeline/geometry.py``): the seat
+rows of a seat map in session.yaml, the row bands session.yaml gives, or
+(the default for a user's own recording) the rows the ``survey`` stage found
+in the footage itself by scanning a few frames over the whole frame height at
+every face size. Each row is a strip of the frame, cropped and resized so its
+faces reach ``detect.target_face_px`` (the back rows' ~15×25 px faces are
+upsampled past HOG's ~400 px² floor), and searched by the detector made for
+its face size. Unless the geometry is a seat map, a full scan of the bands
+every ``detect.rescan_s`` adds rows where new faces appear. Detections from
+all strips are mapped back to full-frame pixels and merged by non-maximum
+suppression, so a face on a strip boundary is reported once.
 
 Box convention (what the shipped detectors were trained on and what
 ``det_box_px`` holds): the *dlib-frontal-like square box*: a square whose
@@ -19,12 +22,6 @@ widths, centre 0.10 ± 0.05 widths above the cloud centre), so the stock
 68-point shape predictor fits inside them. On the synthetic theatre the side
 is about 1.2 × the truth ``face_box`` width.
 
-Where to look: when session.yaml lists the seat ``rows`` (y, face size, seat
-x positions), each row is one strip (default ``detect.use_known_rows``);
-otherwise both bands are tiled and, with ``detect.track_rows``, a full scan
-every ``detect.rescan_s`` finds the rows, and the frames in between search
-only around them.
-
 Detector choices (``detect.front_detector`` / ``detect.back_detector``):
 ``"default"`` (the shipped ``pipeline/assets/detector_{front,back}.svm``), a
 path to any ``.svm`` made by ``train-detector``, ``"dlib_frontal"`` (dlib's
@@ -33,24 +30,22 @@ stock frontal HOG detector) or ``"cnn"`` (dlib's CNN MMOD model from
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from pipeline.geometry import (BAND_BACK, BAND_FRONT, Geometry, Row, Strip, band_strips, bands_from_rows,
+                               check_rows, geometry_from_session, merge_rows, perspective_outliers, rows_from_boxes, survey_strips)
 from pipeline.runner import Stage, Unit
 from pipeline.sources import (VIDEO_EXTS, chunk_name, chunk_windows, expected_frame_times, iter_frames,
                               limit_worker_threads, probe_video, slot_of)
 from pipeline.store import DataError, Detections, Workspace, write_detections
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-BAND_FRONT, BAND_BACK = 0, 1
 BUILTIN_DETECTORS = ("default", "dlib_frontal", "cnn")
-BOX_SIDE_PER_FACE_W = 1.2   # our square box side / jaw width (see pipeline.detector_training)
 
 
 # ----------------------------------------------------------------------------- detectors
@@ -138,135 +133,7 @@ def load_detector(name: str, band: str = "front"):
     return CnnDetector(path) if path == "cnn" else HogDetector(path)
 
 
-# ----------------------------------------------------------------------------- bands
-
-
-@dataclass(frozen=True)
-class Band:
-    """A horizontal region of the frame searched by one detector.
-
-    top_px/bottom_px: rows of the full frame (bottom exclusive).
-    face_top_px/face_bottom_px: expected face-box side at the band's top and
-    bottom (perspective: linear in between), used to choose strip scales.
-    """
-    band_id: int
-    top_px: int
-    bottom_px: int
-    face_top_px: float
-    face_bottom_px: float
-
-    def face_px_at(self, y_px: float) -> float:
-        frac = (y_px - self.top_px) / max(1.0, self.bottom_px - self.top_px)
-        return self.face_top_px + frac * (self.face_bottom_px - self.face_top_px)
-
-
-@dataclass(frozen=True)
-class Strip:
-    """A slice [top_px, bottom_px) × [left_px, right_px) resized by `scale` before detection.
-
-    right_px = 0 means the full frame width.
-    """
-    band_id: int
-    top_px: int
-    bottom_px: int
-    scale: float
-    left_px: int = 0
-    right_px: int = 0
-
-
-def band_strips(band: Band, target_face_px: float, strip_faces: float, step_faces: float) -> list[Strip]:
-    """Cut a band into overlapping strips, each scaled so its faces are about target_face_px.
-
-    A strip is strip_faces expected faces tall and the next starts step_faces
-    later, so every face (at most strip_faces - step_faces faces tall) lies
-    whole inside one strip. A short strip caps the HOG pyramid: faces much
-    bigger than expected are not searched for, which is where the speed comes from.
-    """
-    strips, y = [], float(band.top_px)
-    while True:
-        face = band.face_px_at(y)
-        bottom = min(band.bottom_px, y + strip_faces * face)
-        strips.append(Strip(band.band_id, int(np.floor(y)), int(np.ceil(bottom)), target_face_px / face))
-        if bottom >= band.bottom_px:
-            return strips
-        y += step_faces * face
-
-
-BAND_KEYS = {"front": ("front_rows_band_px", "front_band_px"), "back": ("back_rows_band_px", "back_band_px")}
-
-
-def bands_for(cfg, height_px: int, session_meta: dict | None = None) -> tuple[Band, Band]:
-    """(front band, back band) from session.yaml's row bands, else from detect config.
-
-    session.yaml may hold ``front_rows_band_px``/``back_rows_band_px: [top,
-    bottom]`` (full-frame rows of the face boxes; ``*_band_px`` also accepted)
-    and ``front_face_px``/``back_face_px: [side at top, side at bottom]``; a
-    margin of ``detect.band_margin_faces`` expected faces is added above and
-    below each band.
-    """
-    dc = cfg.detect
-    meta = session_meta or {}
-    bands = []
-    for band_id, name, frac, faces in ((BAND_FRONT, "front", dc.front_band_frac, dc.front_face_px),
-                                       (BAND_BACK, "back", dc.back_band_frac, dc.back_face_px)):
-        given = next((meta[k] for k in BAND_KEYS[name] if meta.get(k) is not None), None)
-        top, bottom = given or (frac[0] * height_px, frac[1] * height_px)
-        face_top, face_bottom = (float(v) for v in (meta.get(f"{name}_face_px") or faces))
-        top = int(max(0, np.floor(float(top) - dc.band_margin_faces * face_top)))
-        bottom = int(min(height_px, np.ceil(float(bottom) + dc.band_margin_faces * face_bottom)))
-        if bottom <= top or min(face_top, face_bottom) <= 0:
-            raise DataError(f"row band '{name}' = [{top}, {bottom}) px with faces {face_top}..{face_bottom} px "
-                            f"is empty for a {height_px} px tall frame. Fix session.yaml or "
-                            f"detect.{name}_band_frac / detect.{name}_face_px.")
-        bands.append(Band(band_id, top, bottom, face_top, face_bottom))
-    return bands[0], bands[1]
-
-
-def strips_from_rows(rows: list[dict], back_band_px, cfg, height_px: int, width_px: int = 0) -> list[Strip]:
-    """One strip per known seat row (session.yaml ``rows``: y_px, face_w_px, face_h_px).
-
-    The strip spans the row's face height plus detect.row_margin_faces face
-    heights above and below; it is scaled so a face box (side ≈ 1.1 × face
-    width, see the module docstring) of detect.row_min_face_frac × the row's
-    face size becomes detect.target_face_px. Rows whose centre lies inside
-    back_band_px [top, bottom] are searched by the back detector.
-    """
-    dc = cfg.detect
-    strips = []
-    for row in rows:
-        y, face_w, face_h = float(row["y_px"]), float(row["face_w_px"]), float(row["face_h_px"])
-        half = (0.5 + dc.row_margin_faces) * face_h
-        back = back_band_px is not None and float(back_band_px[0]) - 1 <= y <= float(back_band_px[1]) + 1
-        left, right = 0, 0
-        seats_x = row.get("seats_x_px")
-        if seats_x:
-            reach = (0.5 + dc.row_margin_faces) * BOX_SIDE_PER_FACE_W * face_w + 8
-            left = int(max(0, np.floor(min(seats_x) - reach)))
-            right = int(np.ceil(max(seats_x) + reach))
-            right = min(right, width_px) if width_px else right
-        strips.append(Strip(BAND_BACK if back else BAND_FRONT, int(max(0, np.floor(y - half))),
-                            int(min(height_px, np.ceil(y + half))),
-                            dc.target_face_px / (dc.row_min_face_frac * BOX_SIDE_PER_FACE_W * face_w), left, right))
-    return sorted(strips, key=lambda s: s.top_px)
-
-
-def known_row_strips(cfg, height_px: int, session_meta: dict | None, width_px: int = 0) -> list[Strip] | None:
-    """Row strips from session.yaml when it lists the seat rows (and detect.use_known_rows), else None."""
-    meta = session_meta or {}
-    rows = meta.get("rows")
-    if not cfg.detect.use_known_rows or not isinstance(rows, list) or not rows:
-        return None
-    try:
-        back = next((meta[k] for k in BAND_KEYS["back"] if meta.get(k) is not None), None)
-        return strips_from_rows(rows, back, cfg, height_px, width_px)
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"session.yaml 'rows' must be a list of {{y_px, face_w_px, face_h_px}} mappings "
-                        f"({err}). Fix session.yaml or set detect.use_known_rows=false.") from err
-
-
-def frame_strips(cfg, bands: tuple[Band, ...]) -> list[Strip]:
-    dc = cfg.detect
-    return [s for band in bands for s in band_strips(band, dc.target_face_px, dc.strip_faces, dc.step_faces)]
+# ----------------------------------------------------------------------------- strips
 
 
 def strip_image(gray: np.ndarray, strip: Strip) -> np.ndarray:
@@ -334,79 +201,31 @@ def merge_detections(boxes: np.ndarray, scores: np.ndarray, iou: float, contain:
     return np.asarray(keep, np.int64)
 
 
-def rows_from_boxes(boxes: np.ndarray, band_ids: np.ndarray, cfg) -> list[Strip]:
-    """Row strips around detected faces: cluster box centres by y, one scaled strip per row.
-
-    boxes (D, 4) px. A row's strip spans its boxes plus detect.row_margin_faces
-    faces above and below, scaled so faces down to detect.row_min_face_frac of
-    the row's median size still fill the HOG window.
-    """
-    dc = cfg.detect
-    strips = []
-    for band_id in np.unique(band_ids):
-        b = boxes[band_ids == band_id]
-        side = b[:, 2] - b[:, 0]
-        cy = 0.5 * (b[:, 1] + b[:, 3])
-        order = np.argsort(cy)
-        groups, current = [], [order[0]]
-        for prev, i in zip(order[:-1], order[1:]):
-            if cy[i] - cy[prev] > dc.row_gap_faces * np.median(side[current]):
-                groups.append(current)
-                current = []
-            current.append(i)
-        groups.append(current)
-        for g in groups:
-            face = float(np.median(side[g]))
-            top = float(b[g, 1].min()) - dc.row_margin_faces * face
-            bottom = float(b[g, 3].max()) + dc.row_margin_faces * face
-            left = int(max(0, np.floor(float(b[g, 0].min()) - 2 * face)))
-            right = int(np.ceil(float(b[g, 2].max()) + 2 * face))
-            strips.append(Strip(int(band_id), int(max(0, np.floor(top))), int(np.ceil(bottom)),
-                                dc.target_face_px / (dc.row_min_face_frac * face), left, right))
-    return strips
-
-
-def merge_rows(old: list[Strip], new: list[Strip]) -> list[Strip]:
-    """Union of row strips: a new row replaces old ones it overlaps (widened to cover both), others stay."""
-    def overlaps(a: Strip, b: Strip) -> bool:
-        return a.band_id == b.band_id and a.top_px < b.bottom_px and b.top_px < a.bottom_px
-
-    merged = []
-    for n in new:
-        for o in (o for o in old if overlaps(n, o)):
-            n = dataclasses.replace(n, left_px=min(n.left_px, o.left_px), right_px=max(n.right_px, o.right_px))
-        merged.append(n)
-    kept = [o for o in old if not any(overlaps(n, o) for n in new)]
-    return sorted(kept + merged, key=lambda s: s.top_px)
-
-
 class FaceFinder:
-    """Both detectors with their bands and strips; call on a grayscale frame.
+    """Both detectors over a Geometry's rows (and bands); call on a grayscale frame.
 
-    With detect.track_rows, a full scan of both bands (every detect.rescan_s
-    seconds) finds the rows where faces are; frames in between scan only
-    strips around those rows, which is ~10× cheaper on a theatre whose rows
-    are far apart. Rows seen earlier stay searched even if a later full scan
-    misses them.
+    Every sampled frame searches the geometry's rows. Unless the geometry is a
+    seat map, a full scan (every detect.rescan_s recording seconds, and on a
+    chunk's first frame) also searches its bands, or the whole frame height when
+    it has none, and the rows found there join the searched rows. Without a
+    geometry the finder surveys its first frame (live capture).
     """
 
-    def __init__(self, cfg, front: Band, back: Band, known_rows: list[Strip] | None = None):
+    def __init__(self, cfg, geometry: Geometry | None = None):
         dc = cfg.detect
         self.cfg = cfg
-        self.known_rows = known_rows
         self.front_name = resolve_detector_path(dc.front_detector, "front")
         self.back_name = resolve_detector_path(dc.back_detector, "back")
         self.detectors = {BAND_FRONT: _cached_detector(self.front_name),
                           BAND_BACK: _cached_detector(self.back_name)}
-        self.bands = (front, back)
-        self.strips = frame_strips(cfg, self.bands)
-        self.rows: list[Strip] = []
+        self.geometry = geometry
+        self.rows: list[Row] = list(geometry.rows) if geometry else []
         self.last_full_s = -np.inf
         self.full_scans = 0
 
-    def _run(self, gray: np.ndarray, strips: list[Strip]):
-        boxes, scores, band = [], [np.zeros(0, np.float32)], [np.zeros(0, np.int8)]
-        boxes.append(np.zeros((0, 4), np.float32))
+    def detect(self, gray: np.ndarray, strips: list[Strip]):
+        """Run each strip's detector; merged boxes (D, 4), scores (D,), band (D,) sorted top to bottom."""
+        boxes, scores, band = [np.zeros((0, 4), np.float32)], [np.zeros(0, np.float32)], [np.zeros(0, np.int8)]
         for strip in strips:
             b, s = detect_strip(self.detectors[strip.band_id], gray, strip, self.cfg.detect.threshold)
             boxes.append(b)
@@ -417,28 +236,92 @@ class FaceFinder:
         keep = keep[np.lexsort((boxes[keep, 0], boxes[keep, 1]))] if len(keep) else keep
         return boxes[keep], scores[keep], band[keep]
 
+    def full_scan_strips(self, height_px: int, width_px: int) -> list[Strip]:
+        bands = self.geometry.bands if self.geometry else ()
+        if bands:
+            dc = self.cfg.detect
+            return [s for b in bands for s in band_strips(b, dc.target_face_px, dc.strip_faces, dc.step_faces)]
+        return survey_strips(self.cfg, height_px, width_px)
+
     def __call__(self, gray: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """gray (H, W) uint8 → boxes (D, 4) float32 px, scores (D,) float32, band (D,) int8."""
-        dc = self.cfg.detect
-        if self.known_rows:
-            return self._run(gray, self.known_rows)
-        full = (not dc.track_rows or not self.rows or time_s is None
-                or time_s - self.last_full_s >= dc.rescan_s - 1e-6)
+        if self.geometry is None:
+            self.geometry = survey_geometry([gray], self)
+            self.rows = list(self.geometry.rows)
+        if not self.geometry.tracks_rows:
+            return self.detect(gray, [r.strip for r in self.rows])
+        full = (not self.rows or time_s is None
+                or time_s - self.last_full_s >= self.cfg.detect.rescan_s - 1e-6)
         if not full:
-            return self._run(gray, self.rows)
-        boxes, scores, band = self._run(gray, self.strips)
+            return self.detect(gray, [r.strip for r in self.rows])
+        boxes, scores, band = self.detect(gray, [r.strip for r in self.rows] + self.full_scan_strips(*gray.shape))
         self.full_scans += 1
         if time_s is not None:
             self.last_full_s = time_s
-        if dc.track_rows and len(boxes):
-            self.rows = merge_rows(self.rows, rows_from_boxes(boxes, band, self.cfg))
+        if len(boxes):
+            found = rows_from_boxes(boxes, self.cfg, band, height_px=gray.shape[0], width_px=gray.shape[1])
+            self.rows = merge_rows(self.rows, found)
         return boxes, scores, band
 
 
-def make_finder(cfg, height_px: int, session_meta: dict | None = None) -> FaceFinder:
-    """A FaceFinder for frames `height_px` tall: known rows from session.yaml, else bands + row tracking."""
-    front, back = bands_for(cfg, height_px, session_meta)
-    return FaceFinder(cfg, front, back, known_row_strips(cfg, height_px, session_meta))
+# ----------------------------------------------------------------------------- survey
+
+
+def survey_geometry(grays: list[np.ndarray], finder: "FaceFinder") -> Geometry:
+    """Rows and bands from frames (H, W) scanned over their whole height at every face size.
+
+    Faces from all frames are clustered into rows by height; a row needs
+    detect.survey_min_faces faces and at least one per two survey frames (fewer
+    when fewer frames are given), and a face size on the perspective trend of
+    the other rows, which keeps stray false detections from becoming searched rows.
+    """
+    cfg = finder.cfg
+    height, width = grays[0].shape
+    strips = survey_strips(cfg, height, width)
+    boxes = np.concatenate([finder.detect(g, strips)[0] for g in grays]) if grays else np.zeros((0, 4), np.float32)
+    min_faces = min(max(cfg.detect.survey_min_faces, (len(grays) + 1) // 2), len(grays))
+    rows = rows_from_boxes(boxes, cfg, min_faces=min_faces, height_px=height, width_px=width)
+    odd = perspective_outliers(rows)
+    rows = [r for r in rows if r not in odd]
+    lo, hi = cfg.detect.survey_face_px
+    notes = check_rows(rows, cfg) + [f"dropped a row of {r.faces} faces at y={r.y_px:.0f} px: their size ({r.face_px:.0f} "
+                                     f"px) does not fit the other rows' perspective (false detections?)" for r in odd]
+    if not rows:
+        notes.append(f"the survey found no faces in {len(grays)} frame(s) at face-box sides {lo:g}-{hi:g} px: every "
+                     f"full scan will search the whole frame (slow). If the faces are smaller or larger, set "
+                     f"detect.survey_face_px; if the detectors do not fit this footage, label frames "
+                     f"(`audience label-frames`) and `audience train-detector`, or give a seat map in session.yaml.")
+    elif min(r.face_px for r in rows) < lo * 1.15:
+        notes.append(f"faces of about {min(r.face_px for r in rows):.0f} px, the smallest size searched: smaller "
+                     f"faces may be missed. Lower detect.survey_face_px[0] if the back rows look incomplete.")
+    return Geometry("survey", tuple(rows), bands_from_rows(rows, cfg, height), (height, width), tuple(notes))
+
+
+def survey_times(duration_s: float, n_frames: int) -> list[float]:
+    """n_frames instants spread evenly over the recording (centres of n equal parts)."""
+    return [(k + 0.5) * duration_s / n_frames for k in range(n_frames)]
+
+
+def survey_video(video: Path, cfg) -> Geometry:
+    """Survey frames spread over the whole recording, so people who sit down late still make rows.
+    Frames are reached by seeking; an inexact seek is harmless here (no timestamps are kept)."""
+    info = probe_video(video)
+    grays = []
+    for t in survey_times(info.duration_s, cfg.detect.survey_frames):
+        frame = next((f for f in iter_frames(video, t, t + 3.0 / info.fps, None, info=info)
+                      if f.image is not None), None)
+        if frame is not None:
+            grays.append(frame.image)
+    if not grays:
+        raise DataError(f"{video}: no survey frame could be decoded. Re-encode the recording or remove it.")
+    return survey_geometry(grays, FaceFinder(cfg))
+
+
+def make_finder(cfg, height_px: int, session_meta: dict | None = None, width_px: int = 0,
+                survey: Geometry | None = None) -> FaceFinder:
+    """A FaceFinder: the seat map or bands of session.yaml, else the survey's rows, else it surveys itself."""
+    geometry = geometry_from_session(cfg, height_px, width_px, session_meta) or survey
+    return FaceFinder(cfg, geometry)
 
 
 @functools.lru_cache(maxsize=8)
@@ -471,34 +354,64 @@ def find_videos(workspace: Workspace) -> list[tuple[str, str, str, Path]]:
     return found
 
 
+def survey_path(workspace: Workspace, movie: str, session: str, camera: str) -> Path:
+    return workspace.stage_output("survey", movie, session, camera, "geometry", suffix=".yaml")
+
+
+def plan_survey(cfg, workspace: Workspace) -> list[Unit]:
+    """One unit per recording (movie, session, camera)."""
+    return [Unit(stage="survey", key=(movie, session, camera), inputs=(path,),
+                 outputs=(("geometry", survey_path(workspace, movie, session, camera)),),
+                 payload=(("video", str(path)),))
+            for movie, session, camera, path in find_videos(workspace)]
+
+
+def compute_survey(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+    limit_worker_threads()
+    geometry = survey_video(Path(unit.get("video")), cfg)
+    tmp_outputs["geometry"].write_text(yaml.safe_dump(geometry.to_dict(), sort_keys=False))
+
+
+def read_geometry(path: Path) -> Geometry:
+    try:
+        return Geometry.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, yaml.YAMLError) as err:
+        raise DataError(f"{path}: cannot read the survey ({err}). Rerun `audience survey --force`.") from err
+
+
 def plan_detect(cfg, workspace: Workspace) -> list[Unit]:
+    """One unit per chunk; inputs: the recording and its survey (the rows to search)."""
     units = []
     for movie, session, camera, path in find_videos(workspace):
         info = probe_video(path)
+        survey = survey_path(workspace, movie, session, camera)
         for start_s, end_s in chunk_windows(info.duration_s, cfg.sources.chunk_s):
             chunk = chunk_name(start_s)
             units.append(Unit(
-                stage="detect", key=(movie, session, camera, chunk), inputs=(path,),
+                stage="detect", key=(movie, session, camera, chunk), inputs=(path, survey),
                 outputs=(("detections", workspace.stage_output("detect", movie, session, camera, chunk)),),
-                payload=(("start_s", start_s), ("end_s", end_s), ("video", str(path)))))
+                payload=(("start_s", start_s), ("end_s", end_s), ("video", str(path)), ("survey", str(survey)))))
     return units
 
 
 def detect_chunk(video: Path, start_s: float, end_s: float, cfg, session_meta: dict | None = None,
-                 frames=None) -> Detections:
+                 frames=None, survey: Geometry | None = None, on_frame=None) -> Detections:
     """Detect faces in every sampled frame of [start_s, end_s) of one video.
 
     One frame row per sampling instant (gaps included, frame_ok False), so a
     corrupt or truncated recording never yields a shorter or shifted chunk.
     `frames` may be given (e.g. a live source) instead of decoding `video`.
+    Geometry: session.yaml's seat map or bands, else `survey`, else a survey of the chunk's first frame.
+    `on_frame(slot, image, boxes)` is called for every decoded frame with its detections, so a later
+    stage can use the same decoded frame (the landmarks stage does: one decode per chunk).
     """
     info = probe_video(video)
     every_s = cfg.sources.sample_every_s
-    finder = make_finder(cfg, info.height_px, session_meta)
+    finder = make_finder(cfg, info.height_px, session_meta, info.width_px, survey)
     exp_index, exp_time_s = expected_frame_times(info, start_s, end_s, every_s)
     frames = frames if frames is not None else iter_frames(video, start_s, end_s, every_s, info=info)
     return _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, info.fps,
-                          attrs=_attrs(info, start_s, end_s, every_s, finder))
+                          attrs=_attrs(info, start_s, end_s, every_s, finder), on_frame=on_frame)
 
 
 def _attrs(info, start_s, end_s, every_s, finder) -> dict:
@@ -508,7 +421,7 @@ def _attrs(info, start_s, end_s, every_s, finder) -> dict:
             "detector_back": Path(finder.back_name).name}
 
 
-def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps, attrs) -> Detections:
+def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps, attrs, on_frame=None) -> Detections:
     frame_index = exp_index.astype(np.int64).copy()
     frame_time_s = exp_time_s.astype(np.float64).copy()
     frame_ok = np.zeros(len(exp_index), bool)
@@ -521,6 +434,8 @@ def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps,
         if frame.image is None:
             continue
         boxes, scores, band = finder(frame.image, frame.time_s)
+        if on_frame is not None:
+            on_frame(slot, frame.image, boxes)
         frame_ok[slot] = True
         det_frame.append(np.full(len(scores), slot, np.int32))
         det_box.append(boxes)
@@ -534,21 +449,29 @@ def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps,
         det_band=np.concatenate(det_band) if det_band else np.zeros(0, np.int8), attrs=attrs)
 
 
-def compute_detect(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+def detect_unit(unit: Unit, cfg, on_frame=None) -> Detections:
+    """The detections of one detect unit (chunk), not yet written."""
     limit_worker_threads()
     movie, session, camera, _ = unit.key
     video = Path(unit.get("video"))
     meta = read_session_meta(video.parent)
-    dets = detect_chunk(video, float(unit.get("start_s")), float(unit.get("end_s")), cfg, meta)
+    survey = read_geometry(Path(unit.get("survey"))) if unit.get("survey") else None
+    dets = detect_chunk(video, float(unit.get("start_s")), float(unit.get("end_s")), cfg, meta, survey=survey,
+                        on_frame=on_frame)
     dets.attrs.update(movie=movie, session=session, camera=camera)
-    write_detections(tmp_outputs["detections"], dets)
+    return dets
 
 
+def compute_detect(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+    write_detections(tmp_outputs["detections"], detect_unit(unit, cfg))
+
+
+SURVEY = Stage(name="survey", help="find the seat rows and face sizes in a few frames of each recording",
+               version="1", sections=("detect",), plan=plan_survey, compute=compute_survey)
 DETECT = Stage(name="detect", help="find faces (front/back HOG MMOD detectors) in sampled frames",
                version="1", sections=("sources", "detect"), plan=plan_detect, compute=compute_detect)
 
-__all__ = ["DETECT", "FaceFinder", "Band", "bands_for", "detect_chunk", "merge_detections",
-           "box_iou", "load_detector", "HogDetector", "CnnDetector", "plan_detect", "compute_detect",
-           "find_videos", "read_session_meta", "BAND_FRONT", "BAND_BACK", "Strip", "band_strips", "frame_strips",
-           "strip_image", "strip_to_frame", "detect_strip", "rows_from_boxes", "merge_rows", "make_finder",
-           "strips_from_rows", "known_row_strips"]
+__all__ = ["DETECT", "SURVEY", "FaceFinder", "detect_chunk", "merge_detections", "box_iou", "load_detector",
+           "HogDetector", "CnnDetector", "plan_detect", "compute_detect", "find_videos", "read_session_meta",
+           "strip_image", "strip_to_frame", "detect_strip", "make_finder", "survey_geometry", "survey_video",
+           "survey_path", "read_geometry", "BAND_FRONT", "BAND_BACK", "Strip"]

@@ -617,7 +617,14 @@ def _video_of(det_unit: Unit) -> Path:
     raise DataError(f"detect unit {det_unit.name} names no video input; cannot refit its frames.")
 
 
+def _empty_fits(d: int) -> dict[str, np.ndarray]:
+    return {"landmarks_px": np.full((d, N_POINTS, 2), np.nan, np.float32),
+            "ert_box_px": np.full((d, 4), np.nan, np.float32),
+            "upsample": np.full(d, np.nan, np.float32), "fit_ok": np.zeros(d, bool)}
+
+
 def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+    """Refit one detections chunk, decoding its frames again (when detect ran in an earlier command)."""
     from pipeline.sources import iter_frames, limit_worker_threads
     from pipeline.store import read_detections, write_landmarks_chunk
 
@@ -625,10 +632,7 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
     dets = read_detections(Path(unit.get("detections")))
     lcfg = cfg.landmarks
     predictor = load_landmarker(lcfg)
-    d = len(dets.det_frame)
-    fitted = {"landmarks_px": np.full((d, N_POINTS, 2), np.nan, np.float32),
-              "ert_box_px": np.full((d, 4), np.nan, np.float32),
-              "upsample": np.full(d, np.nan, np.float32), "fit_ok": np.zeros(d, bool)}
+    fitted = _empty_fits(len(dets.det_frame))
     wanted = {int(dets.frame_index[f]): f for f in np.unique(dets.det_frame)}
     if wanted:
         attrs = dets.attrs
@@ -638,17 +642,43 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
             if slot is None or frame.image is None:
                 continue
             rows = np.flatnonzero(dets.det_frame == slot)
-            result = fit_faces(predictor, frame.image, dets.det_box_px[rows], lcfg)
-            for name, values in result.items():
+            for name, values in fit_faces(predictor, frame.image, dets.det_box_px[rows], lcfg).items():
                 fitted[name][rows] = values
             if not wanted:
                 break
-    model = model_path_of(lcfg.model_path).name
-    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model)
+    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name)
+
+
+def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path], tmp_outputs: dict[str, Path]) -> None:
+    """Detect and fit one chunk in ONE decode: each frame's faces are fitted as soon as they are found.
+
+    Writes exactly what `detect` then `landmarks` would write (the boxes fitted are the float32 boxes
+    the detections file holds), so a rerun of either stage alone finds its unit up to date.
+    """
+    from pipeline.detect import detect_unit
+    from pipeline.store import write_detections, write_landmarks_chunk
+
+    lcfg = cfg.landmarks
+    predictor = load_landmarker(lcfg)
+    per_slot: dict[int, dict[str, np.ndarray]] = {}
+
+    def fit_frame(slot: int, image: np.ndarray, boxes: np.ndarray) -> None:
+        if len(boxes):
+            per_slot[slot] = fit_faces(predictor, image, np.asarray(boxes, np.float32), lcfg)
+
+    dets = detect_unit(det_unit, cfg, on_frame=fit_frame)
+    fitted = _empty_fits(len(dets.det_frame))
+    for slot, result in per_slot.items():
+        rows = np.flatnonzero(dets.det_frame == slot)
+        for name, values in result.items():
+            fitted[name][rows] = values
+    write_detections(det_tmp["detections"], dets)
+    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name)
 
 
 LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="1",
-                  sections=("sources", "detect", "landmarks"), plan=plan, compute=compute)
+                  sections=("sources", "detect", "landmarks"), plan=plan, compute=compute,
+                  upstream="detect", compute_with_upstream=compute_with_detect)
 
 __all__ = ["LANDMARKS", "fit_faces", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
            "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",

@@ -60,6 +60,9 @@ class Stage:
     sections: tuple[str, ...]             # config sections that shape the outputs
     plan: Callable                        # (cfg, workspace) -> list[Unit]
     compute: Callable                     # (unit, cfg, tmp_outputs: dict[str, Path]) -> None
+    upstream: str = ""                    # the stage whose unit of the same key this one reads, when it
+    compute_with_upstream: Callable | None = None  # can compute both in one pass:
+    #                                       (upstream_unit, unit, cfg, upstream_tmp_outputs, tmp_outputs) -> None
 
     def params_hash(self, cfg) -> str:
         return stable_hash({s: getattr(cfg, s) for s in self.sections})
@@ -119,43 +122,69 @@ def unit_state(stage: Stage, unit: Unit, cfg) -> str:
 
 def execute_unit(stage: Stage, unit: Unit, cfg) -> dict:
     """Compute one unit into temp files, commit them, then write the manifest (in a worker)."""
+    return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]))[0]
+
+
+def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[dict]], None]) -> list[dict]:
+    """Compute units of consecutive stages in one pass (`compute` gets each unit's temp outputs), then
+    commit them in order, each with its manifest last: a kill in between leaves the earlier units done."""
     started = time.perf_counter()
-    missing = [str(p) for p in unit.inputs if not Path(p).exists()]
-    if missing:
-        raise DataError(f"{stage.name} {unit.name}: input file(s) missing: {', '.join(missing)}. "
-                        f"Run the stage that makes them, or fix the screening list.")
-    unit.manifest_path.unlink(missing_ok=True)   # the old outputs are no longer vouched for
-    tmp_outputs = {}
-    for name, final in unit.outputs:
-        ensure_dir(Path(final).parent)
-        tmp_outputs[name] = tmp_path_for(Path(final))
-    try:
-        stage.compute(unit, cfg, tmp_outputs)
-        records = {}
+    made_here = {Path(p) for _, u in pairs for _, p in u.outputs}
+    for stage, unit in pairs:
+        missing = [str(p) for p in unit.inputs if not Path(p).exists() and Path(p) not in made_here]
+        if missing:
+            raise DataError(f"{stage.name} {unit.name}: input file(s) missing: {', '.join(missing)}. "
+                            f"Run the stage that makes them, or fix the screening list.")
+    tmp_outputs = []
+    for _, unit in pairs:
+        unit.manifest_path.unlink(missing_ok=True)   # the old outputs are no longer vouched for
+        tmp = {}
         for name, final in unit.outputs:
-            tmp = tmp_outputs[name]
-            if not tmp.exists():
-                raise RuntimeError(f"stage {stage.name} did not write its output '{name}' for {unit.name}")
-            records[name] = {"path": str(final), "sha256": file_digest(tmp), "size": tmp.stat().st_size}
-            commit(tmp, Path(final))
+            ensure_dir(Path(final).parent)
+            tmp[name] = tmp_path_for(Path(final))
+        tmp_outputs.append(tmp)
+    manifests = []
+    try:
+        compute(tmp_outputs)
+        for (stage, unit), tmp in zip(pairs, tmp_outputs):
+            records = {}
+            for name, final in unit.outputs:
+                if not tmp[name].exists():
+                    raise RuntimeError(f"stage {stage.name} did not write its output '{name}' for {unit.name}")
+                records[name] = {"path": str(final), "sha256": file_digest(tmp[name]), "size": tmp[name].stat().st_size}
+                commit(tmp[name], Path(final))
+            manifest = expected_manifest(stage, unit, cfg)
+            manifest.update(outputs=records, seconds=round(time.perf_counter() - started, 3),
+                            config={s: to_dict(getattr(cfg, s)) for s in stage.sections})
+            write_text_atomic(unit.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+            manifests.append(manifest)
     finally:
-        for tmp in tmp_outputs.values():
-            tmp.unlink(missing_ok=True)
-    manifest = expected_manifest(stage, unit, cfg)
-    manifest.update(outputs=records, seconds=round(time.perf_counter() - started, 3),
-                    config={s: to_dict(getattr(cfg, s)) for s in stage.sections})
-    write_text_atomic(unit.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
-    return manifest
+        for tmp in tmp_outputs:
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+    return manifests
+
+
+def _fused_worker(stage: Stage, unit: Unit, then: Stage, then_unit: Unit, cfg) -> tuple[str, str | None]:
+    """`unit` and the next stage's unit of the same key in one pass (e.g. one video decode)."""
+    def compute(tmp):
+        then.compute_with_upstream(unit, then_unit, cfg, tmp[0], tmp[1])
+
+    return _guarded(unit.name, lambda: execute_units([(stage, unit), (then, then_unit)], cfg, compute))
 
 
 def _worker(stage: Stage, unit: Unit, cfg) -> tuple[str, str | None]:
+    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg))
+
+
+def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
     try:
-        execute_unit(stage, unit, cfg)
-        return unit.name, None
+        work()
+        return name, None
     except (DataError, ValueError, OSError) as err:
-        return unit.name, f"{type(err).__name__}: {err}"
+        return name, f"{type(err).__name__}: {err}"
     except Exception:  # noqa: BLE001 - a failing unit must not stop the others
-        return unit.name, traceback.format_exc(limit=6)
+        return name, traceback.format_exc(limit=6)
 
 
 @dataclass
@@ -165,6 +194,7 @@ class StageReport:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    then_done: list[str] = field(default_factory=list)   # units of the next stage computed in the same pass
 
     def line(self) -> str:
         return (f"{self.stage:<12} {len(self.done):>4} computed {len(self.skipped):>4} up to date "
@@ -172,8 +202,14 @@ class StageReport:
 
 
 def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, force: bool = False,
-              select: Callable[[Unit], bool] | None = None, progress: bool = True) -> StageReport:
-    """Run every unit of `stage` that is not up to date; failures are collected, not raised."""
+              select: Callable[[Unit], bool] | None = None, progress: bool = True,
+              then: Stage | None = None) -> StageReport:
+    """Run every unit of `stage` that is not up to date; failures are collected, not raised.
+
+    `then`: the next stage, when it declares `stage` as its upstream and can compute with it: each unit
+    computed here also computes the next stage's unit of the same key in the same pass (so a chunk's
+    video is decoded once for detect and landmarks); the next stage's own run then finds it done.
+    """
     started = time.perf_counter()
     report = StageReport(stage.name)
     units = [u for u in stage.plan(cfg, workspace) if select is None or select(u)]
@@ -186,22 +222,28 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
             report.skipped.append(unit.name)
         else:
             todo.append(unit)
-    bar = tqdm(total=len(todo), desc=stage.name, unit="unit", disable=not progress or not todo, leave=False)
+    fused = {}
+    if then is not None and then.upstream == stage.name and then.compute_with_upstream is not None:
+        fused = {u.key: u for u in then.plan(cfg, workspace) if select is None or select(u)}
+    jobs = [(_fused_worker, (stage, unit, then, fused[unit.key], cfg)) if unit.key in fused
+            else (_worker, (stage, unit, cfg)) for unit in todo]
+    fused_names = {"/".join(key) for key in fused}
+    desc = f"{stage.name}+{then.name}" if fused else stage.name
+    bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not progress or not todo, leave=False)
     if workers <= 1 or len(todo) <= 1:
-        results = (_worker(stage, unit, cfg) for unit in todo)
-        for name, error in results:
-            _record(report, name, error)
+        for name, error in (fn(*job_args) for fn, job_args in jobs):
+            _record(report, name, error, name in fused_names)
             bar.update()
     else:
         ctx = mp.get_context("spawn")   # no HDF5 handles or threads leak across a fork
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_worker, stage, unit, cfg) for unit in todo]
+            futures = [pool.submit(fn, *job_args) for fn, job_args in jobs]
             for future in cf.as_completed(futures):
                 try:
                     name, error = future.result()
                 except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the OS
                     name, error = "?", f"worker process died: {err}"
-                _record(report, name, error)
+                _record(report, name, error, name in fused_names)
                 bar.update()
     bar.close()
     for folder in output_folders:   # again: writers of a killed run may have died only since the start
@@ -210,9 +252,11 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     return report
 
 
-def _record(report: StageReport, name: str, error: str | None) -> None:
+def _record(report: StageReport, name: str, error: str | None, fused: bool = False) -> None:
     if error is None:
         report.done.append(name)
+        if fused:
+            report.then_done.append(name)
     else:
         report.failed[name] = error
 
@@ -228,5 +272,5 @@ def stage_status(stage: Stage, cfg, workspace: Workspace) -> dict[str, list[str]
     return status
 
 
-__all__ = ["Stage", "Unit", "StageReport", "run_stage", "stage_status", "unit_state", "execute_unit"]
+__all__ = ["Stage", "Unit", "StageReport", "run_stage", "stage_status", "unit_state", "execute_unit", "execute_units"]
 _ = commit  # re-exported for stages that write several files

@@ -9,6 +9,7 @@ from pipeline.runner import Stage
 # name -> "module:attribute", in execution order
 STAGE_SPECS: dict[str, str] = {
     "synthesize": "pipeline.synthetic.stage:SYNTHESIZE",
+    "survey": "pipeline.detect:SURVEY",
     "detect": "pipeline.detect:DETECT",
     "landmarks": "pipeline.landmarks:LANDMARKS",
     "frontalize": "pipeline.frontalize:FRONTALIZE",
@@ -16,7 +17,7 @@ STAGE_SPECS: dict[str, str] = {
     "bin": "pipeline.binning:BIN",
 }
 # what `run` executes over recorded screenings (synthesis is separate)
-VIDEO_TO_TENSOR = ("detect", "landmarks", "frontalize", "members", "bin")
+VIDEO_TO_TENSOR = ("survey", "detect", "landmarks", "frontalize", "members", "bin")
 
 
 def get_stage(name: str) -> Stage:

@@ -25,30 +25,34 @@ class SourcesConfig:
 class DetectConfig:
     front_detector: str = "default"   # "default" (shipped .svm), "dlib_frontal", "cnn" or a .svm path
     back_detector: str = "default"    # same choices, for the back three rows
-    front_band_frac: tuple[float, float] = (0.39, 0.88)  # front rows' faces [top, bottom] / frame height, if session.yaml has none
-    back_band_frac: tuple[float, float] = (0.15, 0.32)   # back three rows' faces [top, bottom] / frame height, if session.yaml has none
-    front_face_px: tuple[float, float] = (24.0, 48.0)    # face-box side at the front band's top and bottom, if session.yaml has none
-    back_face_px: tuple[float, float] = (18.0, 22.0)     # face-box side at the back band's top and bottom, if session.yaml has none
+    back_max_face_px: float = 28.0    # rows whose face boxes are at most this many px go to the back-rows detector
+    survey_frames: int = 4            # frames (spread over the recording) the survey scans over the whole frame height
+    survey_face_px: tuple[float, float] = (12.0, 120.0)  # smallest and largest face-box side the survey looks for, px
+    survey_step: float = 1.6          # ratio between consecutive face sizes the survey scans at
+    survey_min_faces: int = 2         # faces (over all survey frames) that make a row
     band_margin_faces: float = 0.6    # context added above and below each band, in expected faces
     target_face_px: float = 44.0      # each strip is resized so its faces are about this big (HOG window 40 px)
     strip_faces: float = 2.3          # strip height, in expected faces (short strips cap the HOG pyramid)
     step_faces: float = 1.15          # strip-to-strip step, in expected faces (overlap = strip - step)
     threshold: float = 0.5            # keep detections with HOG score above this (lower = more recall)
     merge_iou: float = 0.3            # detections overlapping more than this are one face
-    use_known_rows: bool = True       # search only strips around the seat rows session.yaml lists (if it does)
-    track_rows: bool = True           # no known rows: between full scans, search only rows found so far
-    rescan_s: float = 10.0            # full scan of both bands at least this often (recording seconds)
+    use_known_rows: bool = True       # use session.yaml's seat map (rows) or row bands when it has them (false: the survey's)
+    rescan_s: float = 10.0            # no seat map: full scan of the bands at least this often (recording seconds)
     row_gap_faces: float = 1.0        # face centres further apart in y than this many faces are other rows
     row_margin_faces: float = 0.5     # a row strip extends this many face heights above and below its faces
     row_min_face_frac: float = 0.85   # row strips are scaled to catch faces down to this × the row's size
 
     def __post_init__(self):
-        for name in ("front_band_frac", "back_band_frac"):
-            top, bottom = getattr(self, name)
-            if not 0 <= top < bottom <= 1:
-                raise ValueError(f"detect.{name} must be [top, bottom] with 0 <= top < bottom <= 1")
-        if min(self.front_face_px + self.back_face_px) <= 0 or self.target_face_px <= 0:
-            raise ValueError("detect: face sizes and target_face_px must be > 0")
+        lo, hi = self.survey_face_px
+        if not 0 < lo < hi or self.target_face_px <= 0 or self.back_max_face_px <= 0:
+            raise ValueError("detect: need 0 < survey_face_px[0] < survey_face_px[1], target_face_px > 0, "
+                             "back_max_face_px > 0")
+        if not 1.05 <= self.survey_step <= 2.5 or self.survey_frames < 1 or self.survey_min_faces < 1:
+            raise ValueError("detect: survey_step in [1.05, 2.5] (a larger step leaves face sizes unsearched), "
+                             "survey_frames >= 1, survey_min_faces >= 1")
+        if not -3 <= self.threshold <= 3:
+            raise ValueError(f"detect.threshold must be in [-3, 3] (HOG SVM margin; 0.5 is the default, lower finds "
+                             f"more faces and more false ones), got {self.threshold}")
         if not 0 < self.step_faces < self.strip_faces or self.band_margin_faces < 0:
             raise ValueError("detect: need 0 < step_faces < strip_faces and band_margin_faces >= 0")
         if not 0 < self.merge_iou <= 1:

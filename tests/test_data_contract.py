@@ -16,6 +16,7 @@ from pipeline.store import MovieTensor, write_movie_tensor
 KINDS = {
     "truth": ("raw/*/*/*.truth.h5", ()),
     "session": ("raw/*/*/session.yaml", ("synthetic",)),
+    "geometry": ("cache/survey/*/*/*/geometry.yaml", ()),
     "detections": ("cache/detect/*/*/*/*.h5", ()),
     "landmarks": ("cache/landmarks/*/*/*/*.h5", ()),
     "frontal": ("cache/frontalize/*/*/*/*.h5", ()),

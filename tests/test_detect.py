@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from configs.schema import load_config
-from pipeline.detect import (BAND_BACK, BAND_FRONT, DETECT, Band, FaceFinder, band_strips, bands_for,
-                             load_detector, merge_detections, plan_detect, rows_from_boxes)
+from pipeline.detect import (BAND_BACK, BAND_FRONT, DETECT, SURVEY, FaceFinder, load_detector, make_finder,
+                             merge_detections, plan_detect, read_geometry, survey_geometry)
+from pipeline.geometry import Band, Row, band_strips, geometry_from_session, perspective_outliers, rows_from_boxes
 from pipeline.runner import run_stage
 from pipeline.sources import expected_frame_times, probe_video
 from pipeline.store import DataError, Detections, Workspace, read_detections, write_detections
@@ -19,8 +20,14 @@ FACE_TOPLEFTS = ((20, 40), (260, 300))          # (y, x): one back-row face, one
 
 # a frame where dlib's stock frontal detector (80 px window) sees both faces
 FRONTAL_OVERRIDES = ["detect.front_detector=dlib_frontal", "detect.back_detector=dlib_frontal",
-                     "detect.back_band_frac=[0.08,0.3]", "detect.front_band_frac=[0.68,0.88]",
-                     "detect.back_face_px=[72,80]", "detect.front_face_px=[72,80]", "detect.target_face_px=88"]
+                     "detect.target_face_px=88", "detect.survey_face_px=[40,160]"]
+# row bands as a person would write them in session.yaml (image px of the face boxes)
+BANDS_META = {"back_rows_band_px": [30, 130], "back_face_px": [72, 80],
+              "front_rows_band_px": [272, 370], "front_face_px": [72, 80]}
+
+
+def banded_finder(cfg, meta=BANDS_META) -> FaceFinder:
+    return FaceFinder(cfg, geometry_from_session(cfg, FRAME_HW[0], FRAME_HW[1], meta))
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,6 +55,12 @@ def write_face_video(path: Path, n_frames: int, fps: float = 12.0, faces: bool =
     return path
 
 
+def run_detect(cfg, ws):
+    """The survey (rows from the footage), then detection; the detect report."""
+    assert not run_stage(SURVEY, cfg, ws, progress=False).failed
+    return run_stage(DETECT, cfg, ws, progress=False)
+
+
 def frontal_cfg(*extra):
     return load_config(overrides=FRONTAL_OVERRIDES + list(extra))
 
@@ -72,7 +85,7 @@ def test_detections_roundtrip_and_validation(tmp_path):
 
 def test_finder_finds_both_faces_in_their_bands():
     cfg = frontal_cfg()
-    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
+    finder = banded_finder(cfg)
     boxes, scores, band = finder(face_frame())
     assert len(boxes) == 2
     assert list(band) == [BAND_BACK, BAND_FRONT]              # sorted top to bottom
@@ -84,11 +97,42 @@ def test_finder_finds_both_faces_in_their_bands():
 
 
 def test_face_in_both_bands_is_reported_once():
-    cfg = load_config(overrides=FRONTAL_OVERRIDES + ["detect.back_band_frac=[0.08,0.88]",
-                                                     "detect.front_band_frac=[0.08,0.88]"])
-    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
-    boxes, _, _ = finder(face_frame())
+    cfg = frontal_cfg()
+    both = {"back_rows_band_px": [30, 370], "back_face_px": [72, 80],
+            "front_rows_band_px": [30, 370], "front_face_px": [72, 80]}
+    boxes, _, _ = banded_finder(cfg, both)(face_frame())
     assert len(boxes) == 2
+
+
+def test_survey_finds_rows_over_the_whole_height_without_any_band():
+    """No seat map, no bands: the first frame is surveyed at every face size over the full height."""
+    cfg = frontal_cfg()
+    finder = make_finder(cfg, FRAME_HW[0], {}, FRAME_HW[1])
+    boxes, _, band = finder(face_frame(), 0.0)
+    assert len(boxes) == 2 and finder.geometry.source == "survey"
+    assert [round(r.y_px / 100) for r in finder.geometry.rows] == [1, 3]       # both rows, top to bottom
+    assert (band == BAND_FRONT).all()                                         # 75 px faces: front detector
+    geometry = survey_geometry([face_frame(), face_frame()], FaceFinder(cfg))
+    assert len(geometry.rows) == 2 and not geometry.notes
+    empty = survey_geometry([face_frame(faces=False)], FaceFinder(cfg))
+    assert not empty.rows and "found no faces" in empty.notes[0]
+
+
+def test_small_faces_go_to_the_back_detector_and_odd_rows_are_dropped():
+    cfg = load_config()
+    boxes = np.array([[0, 100, 20, 120], [50, 102, 70, 122], [0, 300, 40, 340], [0, 500, 60, 560]], np.float32)
+    rows = rows_from_boxes(boxes, cfg)
+    assert [r.strip.band_id for r in rows] == [BAND_BACK, BAND_FRONT, BAND_FRONT]
+    more = rows_from_boxes(np.array([[0, 200, 30, 230], [0, 400, 50, 450], [0, 620, 70, 690]], np.float32), cfg)
+    odd = Row(rows[0].strip, face_px=6.0, y_px=420.0, faces=3)    # tiny "faces" between big ones
+    assert perspective_outliers(rows + more + [odd]) == [odd]
+
+
+def test_seat_map_outside_the_frame_is_a_clear_error():
+    cfg = frontal_cfg()
+    meta = {"rows": [{"y_px": 900.0, "face_w_px": 40.0, "face_h_px": 50.0, "seats_x_px": [100.0]}]}
+    with pytest.raises(DataError, match="does not match the 480×400 px frame"):
+        geometry_from_session(cfg, FRAME_HW[0], FRAME_HW[1], meta)
 
 
 def test_merge_keeps_best_of_overlapping_boxes():
@@ -110,15 +154,15 @@ def test_strips_cover_band_with_whole_faces():
 def test_rows_found_from_boxes_make_cheaper_strips():
     cfg = load_config()
     boxes = np.array([[0, 100, 20, 120], [50, 102, 70, 122], [0, 300, 40, 340]], np.float32)
-    rows = rows_from_boxes(boxes, np.array([1, 1, 0]), cfg)
+    rows = rows_from_boxes(boxes, cfg, np.array([1, 1, 0]))
     assert len(rows) == 2
-    back = [r for r in rows if r.band_id == 1][0]
+    back = [r.strip for r in rows if r.strip.band_id == 1][0]
     assert back.top_px < 100 and back.bottom_px > 122 and back.bottom_px - back.top_px < 60
 
 
 def test_row_tracking_gives_same_faces_as_full_scans():
     cfg = frontal_cfg()
-    finder = FaceFinder(cfg, *bands_for(cfg, FRAME_HW[0]))
+    finder = banded_finder(cfg)
     first = finder(face_frame(), 0.0)
     tracked = finder(face_frame(), 0.5)
     assert finder.full_scans == 1 and len(finder.rows) == 2
@@ -148,8 +192,9 @@ def test_detect_stage_writes_one_row_per_sampling_instant(tmp_path):
     cfg = frontal_cfg("sources.chunk_s=1.0", "sources.sample_every_s=0.25")
     units = plan_detect(cfg, ws)
     assert [u.key for u in units] == [("movie", "s1", "cam0", "000000.0"), ("movie", "s1", "cam0", "000001.0")]
-    assert units[1].get("start_s") == 1.0 and units[1].inputs == (video,)
-    report = run_stage(DETECT, cfg, ws, progress=False)
+    assert units[1].get("start_s") == 1.0 and units[1].inputs[0] == video
+    assert units[1].inputs[1].name == "geometry.yaml"
+    report = run_detect(cfg, ws)
     assert not report.failed and len(report.done) == 2
     dets = read_detections(units[0].output("detections"))
     np.testing.assert_array_equal(dets.frame_index, [0, 3, 6, 9])
@@ -159,13 +204,15 @@ def test_detect_stage_writes_one_row_per_sampling_instant(tmp_path):
     assert dets.attrs["detector_front"] == "dlib_frontal" and dets.attrs["width_px"] == FRAME_HW[1]
     last = read_detections(units[1].output("detections"))
     np.testing.assert_array_equal(last.frame_index, [12, 15, 18])
-    assert run_stage(DETECT, cfg, ws, progress=False).skipped == [u.name for u in units]
+    assert run_detect(cfg, ws).skipped == [u.name for u in units]
+    geometry = read_geometry(units[0].inputs[1])
+    assert geometry.source == "survey" and len(geometry.rows) == 2     # both rows found in the footage
 
 
 def test_video_without_faces_gives_frames_without_detections(tmp_path):
     ws, _ = _workspace(tmp_path, n_frames=12, faces=False)
     cfg = frontal_cfg("sources.sample_every_s=0.25")
-    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    assert not run_detect(cfg, ws).failed
     dets = read_detections(plan_detect(cfg, ws)[0].output("detections"))
     assert dets.n_frames == 4 and dets.frame_ok.all() and len(dets.det_frame) == 0
 
@@ -177,7 +224,7 @@ def test_truncated_video_records_gaps_not_a_shorter_chunk(tmp_path):
     cfg = frontal_cfg("sources.sample_every_s=0.25")
     info = probe_video(video)
     expected, _ = expected_frame_times(info, 0.0, None, 0.25)
-    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    assert not run_detect(cfg, ws).failed
     dets = read_detections(plan_detect(cfg, ws)[0].output("detections"))
     np.testing.assert_array_equal(dets.frame_index, expected)   # same rows as a complete file
     assert 0 < dets.frame_ok.sum() < len(expected)
@@ -187,7 +234,7 @@ def test_truncated_video_records_gaps_not_a_shorter_chunk(tmp_path):
 def test_corrupt_video_fails_its_units_and_keeps_the_others(tmp_path):
     ws, _ = _workspace(tmp_path, n_frames=12)
     cfg = frontal_cfg("sources.sample_every_s=0.25")
-    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    assert not run_detect(cfg, ws).failed
     bad = ws.raw / "movie" / "s2" / "cam0.mp4"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
@@ -234,7 +281,7 @@ def test_bench_scores_only_the_chunks_the_plan_names(tmp_path):
 
     ws, video = _workspace(tmp_path, n_frames=24)
     cfg = frontal_cfg("sources.chunk_s=1.0")
-    assert not run_stage(DETECT, cfg, ws, progress=False).failed
+    assert not run_detect(cfg, ws).failed
     stale = ws.stage_output("detect", "movie", "s1", "cam0", "000000.5")
     stale.write_bytes(ws.stage_output("detect", "movie", "s1", "cam0", "000001.0").read_bytes())
     chunks = planned_chunks(cfg, ws, video)

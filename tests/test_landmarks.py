@@ -8,7 +8,7 @@ import pytest
 from pipeline.frontalize import normalized_error
 from pipeline.landmarks import (ert_boxes_from_detections, ert_boxes_from_landmarks, fit_box_mapping, fit_faces,
                                 load_landmarker, load_predictor, model_path_of, stock_model_path)
-from pipeline.store import DataError
+from pipeline.store import DataError, read_landmarks_chunk
 from pipeline.vision_config import LandmarksConfig
 
 FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "dlib_faces"
@@ -240,3 +240,33 @@ def test_parsed_model_is_kept_on_disk_and_reloaded(tmp_path, monkeypatch):
     assert (again.n_trees, again.n_splits) == (first.n_trees, first.n_splits)
     for name in lm._ARRAYS:
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+
+
+def test_detect_and_landmarks_in_one_decode_equal_the_two_stages_run_apart(tmp_path):
+    """The fused pass (one video decode per chunk) writes byte-for-byte what detect, then landmarks
+    (decoding again), write; afterwards both stages find their units up to date."""
+    import shutil
+
+    from pipeline.runner import run_stage
+    from pipeline.stages import get_stage
+    from pipeline.store import Workspace
+    from pipeline.synthetic.testing import make_test_screening
+
+    screening = make_test_screening(tmp_path / "apart", duration_s=2.0)
+    cfg, apart = screening.config, screening.workspace
+    shutil.copytree(apart.raw, tmp_path / "fused" / "raw")
+    fused = Workspace(tmp_path / "fused")
+    survey, detect, landmarks = (get_stage(n) for n in ("survey", "detect", "landmarks"))
+    for ws in (apart, fused):
+        assert not run_stage(survey, cfg, ws, progress=False).failed
+    for stage in (detect, landmarks):
+        assert not run_stage(stage, cfg, apart, progress=False).failed
+    report = run_stage(detect, cfg, fused, progress=False, then=landmarks)
+    assert not report.failed and report.then_done == report.done and report.done
+    assert run_stage(landmarks, cfg, fused, progress=False).skipped == report.done
+    for unit in landmarks.plan(cfg, fused):
+        ours = read_landmarks_chunk(unit.output("landmarks"))
+        theirs = read_landmarks_chunk(Path(str(unit.output("landmarks")).replace(str(fused.root), str(apart.root))))
+        assert set(ours.arrays) == set(theirs.arrays) and len(ours.arrays["det_frame"])
+        for name in ours.arrays:
+            np.testing.assert_array_equal(ours.arrays[name], theirs.arrays[name], err_msg=name)

@@ -30,8 +30,9 @@ def _run(screening, detections: str):
 
         oracle_detections(cfg, ws, jitter=0.05)
     else:
-        report = run_stage(get_stage("detect"), cfg, ws, progress=False)
-        assert not report.failed, report.failed
+        for name in ("survey", "detect"):
+            report = run_stage(get_stage(name), cfg, ws, progress=False)
+            assert not report.failed, report.failed
     for name in ("landmarks", "frontalize", "members", "bin"):
         report = run_stage(get_stage(name), cfg, ws, progress=False)
         assert not report.failed, report.failed
