@@ -127,6 +127,9 @@ def cmd_run(args, cfg) -> int:
         print(f"registered {len(linked)} recording(s) under {workspace.raw}")
     names = (["synthesize"] if args.synthesize else []) + list(VIDEO_TO_TENSOR)
     failed = run_stages(names, cfg, args)
+    from pipeline.rows_report import print_rows_report, rows_report
+
+    print_rows_report(rows_report(workspace, cfg, args.movie))
     summarize_tensors(workspace, args.movie)
     return 1 if failed else 0
 

@@ -284,7 +284,7 @@ def survey_geometry(grays: list[np.ndarray], finder: "FaceFinder") -> Geometry:
     odd = perspective_outliers(rows)
     rows = [r for r in rows if r not in odd]
     lo, hi = cfg.detect.survey_face_px
-    notes = check_rows(rows, cfg) + [f"dropped a row of {r.faces} faces at y={r.y_px:.0f} px: their size ({r.face_px:.0f} "
+    notes = check_rows(rows, cfg) + [f"info: dropped a row of {r.faces} faces at y={r.y_px:.0f} px: their size ({r.face_px:.0f} "
                                      f"px) does not fit the other rows' perspective (false detections?)" for r in odd]
     if not rows:
         notes.append(f"the survey found no faces in {len(grays)} frame(s) at face-box sides {lo:g}-{hi:g} px: every "
