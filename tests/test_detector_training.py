@@ -66,6 +66,14 @@ def test_write_refuses_a_bad_calibration(tmp_path):
     assert not calibration_path(tmp_path / "x.svm").exists()
 
 
+@pytest.mark.parametrize("name", ["front", "back"])
+def test_shipped_detectors_carry_a_real_face_calibration(name):
+    calib = read_calibration(ASSETS / f"detector_{name}.svm")
+    assert calib is not None and calib["window_px"] == 40 and calib["n_faces"] >= 50
+    assert 0.8 < calib["box_scale"] < 1.4 and calib["box_dy"] < 0       # real faces: start the ERT higher
+    assert "real faces" in calib["source"] and calib["training"]["upsample_limit"] == 0
+
+
 def test_box_match_recovers_a_known_scale_and_shift():
     from pipeline.frontalize import canonical_mean_face
     from pipeline.landmarks import ert_boxes_from_landmarks
