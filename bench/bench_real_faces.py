@@ -131,12 +131,13 @@ def write_seat_map(p: dict, truth: dict, opts: rt.ComposeOptions) -> None:
         row_seats = [s for s in seats if s["row"] == r]
         fw = geom.face_w_px[r]
         rows.append({"row": r, "y_px": float(np.mean([s["y"] for s in row_seats])), "face_w_px": float(fw),
-                     "face_h_px": float(fw * geom.face_h_per_w), "seats_x_px": [round(s["x"], 1) for s in row_seats]})
+                     "face_h_px": float(fw * geom.face_h_per_w), "seats_x_px": [round(s["x"], 1) for s in row_seats],
+                     "seats_y_px": [round(s["y"], 1) for s in row_seats]})
 
     def band(sel):
         ys = [s["y"] for s in seats if sel(s["row"])]
         fh = [s["face_w"] * geom.face_h_per_w for s in seats if sel(s["row"])]
-        return [round(float(min(ys) - max(fh)), 1), round(float(max(ys) + max(fh)), 1)]
+        return [round(float(min(ys) - 0.6 * max(fh)), 1), round(float(max(ys) + 0.6 * max(fh)), 1)]
 
     back_first = geom.rows - rt.BACK_ROWS
     # seat centres as the detector box convention puts them: 0.1 face width above the landmark centre
@@ -314,6 +315,7 @@ def score_workspace(p: dict, args, truth: dict, timings: dict | None) -> dict:
     same = np.array([(f, q) in ours_keys for f, q in zip(base["frame"].astype(int), base["person"].astype(int))], bool)
     result["landmarks_baseline_ert_same_faces"] = rt.summarize_errors(base["err"][same], base["err_300w"][same],
                                                                       base["row"][same], n_rows)
+    result["per_identity"] = per_identity(truth, ours, base)
     if args.hog_baseline:
         pick = sampled[:: max(1, len(sampled) // max(1, args.hog_frames))][: args.hog_frames]
         started = time.process_time()
@@ -334,6 +336,19 @@ def score_workspace(p: dict, args, truth: dict, timings: dict | None) -> dict:
                            "people_visible_per_frame": result["detection"]["visible_per_frame"],
                            "frame_px": [attrs["width_px"], attrs["height_px"]]}
     return result
+
+
+def per_identity(truth: dict, ours: dict, base: dict) -> dict:
+    """Mean landmark error (÷ eye-centre distance) per source identity: ours and the baseline."""
+    out = {}
+    for name, rec in (("ours", ours), ("baseline_ert", base)):
+        ident = truth["identity"][rec["person"].astype(int)] if len(rec["person"]) else np.zeros(0, str)
+        for i in sorted(set(ident.tolist())):
+            e = rec["err"][ident == i]
+            e = e[np.isfinite(e)]
+            out.setdefault(i, {})[name] = {"n": int(len(e)), "mean": float(e.mean()) if len(e) else float("nan"),
+                                           "median": float(np.median(e)) if len(e) else float("nan")}
+    return out
 
 
 def score_members(p: dict, args, truth: dict, sampled: list[int]) -> dict:
