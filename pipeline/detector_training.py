@@ -279,13 +279,32 @@ def read_calibration(svm_path: str | Path) -> dict | None:
     except ValueError as err:
         raise DataError(f"{path}: not valid JSON ({err}). Regenerate it (`audience train-detector`, or "
                         f"`python scripts/calibrate_detectors.py` for the shipped detectors) or delete it.") from err
-    return _check_calibration(calib, str(path))
+    _check_calibration(calib, str(path))
+    recorded, svm_path = calib.get("detector_sha256"), Path(svm_path)
+    if recorded and svm_path.is_file() and recorded != _sha256(svm_path):
+        raise DataError(f"{path} was fitted for another version of {svm_path.name} (the detector was retrained "
+                        f"since: its sha256 differs). Refit it: `python scripts/calibrate_detectors.py` for the "
+                        f"shipped detectors, `audience train-detector` for yours (it writes both); or delete "
+                        f"{path.name} to fall back to landmarks.box_scale/box_dx/box_dy.")
+    return calib
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_calibration(svm_path: str | Path, calib: dict) -> Path:
-    """Check `calib` and write it atomically beside the detector; returns the file's path."""
+    """Check `calib` and write it atomically beside the detector; returns the file's path.
+
+    When the detector file exists its sha256 is recorded (``detector_sha256``), so
+    read_calibration refuses a calibration left over from an earlier training.
+    """
     path = calibration_path(svm_path)
     _check_calibration(calib, f"calibration for {svm_path}")
+    if Path(svm_path).is_file():
+        calib = {**calib, "detector_sha256": _sha256(Path(svm_path))}
     write_text_atomic(path, json.dumps(calib, indent=2) + "\n")
     return path
 
@@ -1097,6 +1116,9 @@ def regenerate_shipped(out_dir: Path, cfg, sessions: int = 6, frames: int = 4, s
         svm = train_detector(train[name], ASSETS / f"detector_{name}.svm", SHIPPED_OPTIONS)
         results[name] = evaluate_detector(test[name], svm)
         print(results[name].line(f"{name} test"))
+        calibration_path(svm).unlink(missing_ok=True)       # fitted for the old detector
+    print("the shipped calibrations were removed (stale): refit them on real faces with "
+          "`python scripts/calibrate_detectors.py`")
     return results
 
 

@@ -60,6 +60,16 @@ def test_malformed_calibration_is_a_clear_error(tmp_path, text, match):
     assert "front.calib.json" in str(info.value) and "calibrate_detectors.py" in str(info.value)
 
 
+def test_a_calibration_left_from_an_earlier_detector_is_refused(tmp_path):
+    svm = tmp_path / "mine.svm"
+    svm.write_bytes(b"detector v1")
+    write_calibration(svm, _calib())
+    assert len(read_calibration(svm)["detector_sha256"]) == 64
+    svm.write_bytes(b"detector v2, retrained")
+    with pytest.raises(DataError, match="another version of mine.svm"):
+        read_calibration(svm)
+
+
 def test_write_refuses_a_bad_calibration(tmp_path):
     with pytest.raises(DataError, match="box_dx"):
         write_calibration(tmp_path / "x.svm", _calib(box_dx=3.0))
