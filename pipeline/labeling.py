@@ -74,7 +74,7 @@ def label_frames(video: str | Path, out_dir: str | Path, cfg, n_frames: int = 30
                         f"recording registered in the workspace.")
     info = probe_video(video)
     out_dir = ensure_dir(Path(out_dir))
-    finder = make_finder(cfg, info.height_px, session_meta)
+    finder = make_finder(cfg, info.height_px, session_meta, width_px=info.width_px)
     entries, n_boxes = [], 0
     for time_s in tqdm(sample_times_s(info.duration_s, n_frames, start_s, end_s), desc="label frames",
                        disable=not progress, leave=False):

@@ -241,7 +241,7 @@ def test_label_frames_writes_loadable_xml_with_the_detections(tmp_path, capsys):
     dataset = read_dataset(xml)
     assert len(dataset.images) == 3 and dataset.n_boxes > 0
     items = read_labelled_images(xml, min_face_px=None)             # loadable for training as it is
-    finder = make_finder(load_config(), items[0].image.shape[0], {})
+    finder = make_finder(load_config(), items[0].image.shape[0], {}, width_px=items[0].image.shape[1])
     for entry in dataset.images:                                    # same detector, same frames, same order
         image = cv2.imread(str(tmp_path / "labels" / entry.file), cv2.IMREAD_GRAYSCALE)
         assert (entry.width, entry.height) == (image.shape[1], image.shape[0])

@@ -97,3 +97,18 @@ def test_synthetic_xml_has_square_boxes_and_ignores(tmp_path):
         assert len(sides) > 0
         assert all(abs(w - h) <= 1 for w, h in sides)
         assert 35 < np.median([w for w, _ in sides]) < 70          # faces at the detection scale
+
+
+def test_train_detector_single_mode_on_strip_xml_writes_a_calibration(tmp_path, capsys):
+    from configs.schema import load_config
+    from pipeline import cli
+    from pipeline.detector_training import read_calibration
+
+    paths = make_synthetic_xml(tmp_path, load_config(), sessions=1, frames_per_session=2, scale="small")
+    svm = tmp_path / "front.svm"
+    assert cli.main(["train-detector", "--train-xml", str(paths["front"]), "--out", str(svm),
+                     "--epsilon", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "window 40 px, upsample 0" in out and "train" in out
+    calib = read_calibration(svm)
+    assert calib is not None and calib["training"]["window_px"] == 40 and calib["n_faces"] >= 3
