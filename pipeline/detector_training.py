@@ -1,15 +1,35 @@
-"""Train and test dlib HOG MMOD face detectors from imglab XML.
+"""Train, test and calibrate dlib HOG MMOD face detectors from imglab XML.
 
 ``train-detector`` wraps ``dlib.train_simple_object_detector`` (HOG features,
 max-margin object detection) and reports precision / recall / average
-precision on a test XML with ``dlib.test_simple_object_detector``.
+precision on held-out XML. Two modes:
+
+* ``--out-dir DIR`` (full frames of one's own theatre, e.g. from
+  ``audience label-frames`` corrected in dlib's imglab): the labelled faces are
+  grouped into rows as the detect stage groups detections, rows of small faces
+  (median box side ≤ detect.back_max_face_px) train the back detector and the
+  others the front one, each on strips cut and scaled around its rows exactly
+  as the detect stage cuts them (``labelled_row_strips``), so the detector sees
+  the same face sizes at training and detection time (window 40, upsample 0:
+  the shipped detectors' settings). Writes ``detector_{front,back}.svm``.
+* ``--out FILE.svm``: one detector from XML whose images are already at
+  detection scale (the strips of ``make-detector-xml``, photos).
+
+Calibration (``<detector>.calib.json`` beside each ``.svm``, see
+``read_calibration``): the mapping (box_scale, box_dx, box_dy) from the
+detector's box to the landmark fitter's start box, fitted on the detector's
+own detections of labelled faces: first the box match
+(``pipeline.landmarks.fit_box_mapping``), then a small grid around it chosen
+by the final landmark error (``fit_calibration``). Training writes it; the
+shipped detectors' come from real faces (``scripts/calibrate_detectors.py``).
 
 Box convention for the shipped detectors (``face_box_from_landmarks``): a
 square, side = 1.1 × the width of the 68-landmark cloud, centred horizontally
 on the cloud and 0.1 × its width above its vertical centre. Measured on the 43
 faces of dlib's example photos, this matches dlib's stock frontal detector
 (side 1.11 ± 0.09 widths, centre 0.10 ± 0.05 widths above the cloud centre),
-so the stock 68-point shape predictor can be fitted inside our boxes.
+so the stock 68-point shape predictor can be fitted inside our boxes. Labelled
+boxes are made square (side √(w·h), same centre) before training.
 """
 from __future__ import annotations
 

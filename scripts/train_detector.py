@@ -1,5 +1,9 @@
-"""Train a dlib HOG MMOD face detector from imglab XML and report P/R/AP.
+"""Train dlib HOG MMOD face detectors from imglab XML, calibrate them, report P/R/AP.
 
+Full frames of your theatre (labels from label_frames.py, corrected in imglab) -> both detectors:
+    python scripts/train_detector.py labels/labels.xml --test-xml other/labels.xml --out-dir detectors/
+
+XML already at detection scale (strips, photos) -> one detector, trained as given:
     python scripts/train_detector.py ../shared/data/dlib_faces/training.xml \
         --test-xml ../shared/data/dlib_faces/testing.xml --out /tmp/faces.svm
 """
