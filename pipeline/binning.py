@@ -76,11 +76,17 @@ def bin_movie(members_files: list, offsets_s: dict[str, float], movie: str, cfg)
     ends = [offsets_s[m.attrs["session"]] + float(m.attrs["duration_s"]) for m in members_files]
     t_bins = n_bins(max(ends, default=0.0), b)
     parts = defaultdict(list)
+    dropped = 0
     for m in members_files:
         session, offset = m.attrs["session"], offsets_s[m.attrs["session"]]
         n = len(m["member_id"])
         bins = bin_index(m["face_time_s"] + offset, b)
-        lm, counts = combine_faces(m["face_frontal"], m["face_member"], bins, n, t_bins, cfg.combine)
+        member = np.asarray(m["face_member"]).copy()
+        if cfg.max_fit_score:
+            misfit = np.asarray(m["face_fit_score"]) > cfg.max_fit_score        # NaN compares False
+            dropped += int((misfit & (member >= 0)).sum())
+            member[misfit] = -1
+        lm, counts = combine_faces(m["face_frontal"], member, bins, n, t_bins, cfg.combine)
         covered = recorded_bins(m["frame_time_s"], m["frame_ok"], offset, b, t_bins)
         parts["landmarks"].append(lm)
         parts["faces_per_bin"].append(counts)
@@ -104,7 +110,8 @@ def bin_movie(members_files: list, offsets_s: dict[str, float], movie: str, cfg)
 
     return MovieTensor(landmarks=landmarks, mask=mask, member_id=stacked["member_id"],
                        session_id=stacked["session_id"], movie=movie, bin_seconds=b, units=UNITS,
-                       extra=extra, attrs={"combine": cfg.combine, "movie_length_s": max(ends)})
+                       extra=extra, attrs={"combine": cfg.combine, "movie_length_s": max(ends),
+                                           "misfits_dropped": dropped})
 
 
 # ----------------------------------------------------------------------------- stage

@@ -402,7 +402,7 @@ def detect_chunk(video: Path, start_s: float, end_s: float, cfg, session_meta: d
     corrupt or truncated recording never yields a shorter or shifted chunk.
     `frames` may be given (e.g. a live source) instead of decoding `video`.
     Geometry: session.yaml's seat map or bands, else `survey`, else a survey of the chunk's first frame.
-    `on_frame(slot, image, boxes)` is called for every decoded frame with its detections, so a later
+    `on_frame(slot, image, boxes, band)` is called for every decoded frame with its detections, so a later
     stage can use the same decoded frame (the landmarks stage does: one decode per chunk).
     """
     info = probe_video(video)
@@ -435,7 +435,7 @@ def _detect_frames(frames, finder, exp_index, exp_time_s, start_s, every_s, fps,
             continue
         boxes, scores, band = finder(frame.image, frame.time_s)
         if on_frame is not None:
-            on_frame(slot, frame.image, boxes)
+            on_frame(slot, frame.image, boxes, band)
         frame_ok[slot] = True
         det_frame.append(np.full(len(scores), slot, np.int32))
         det_box.append(boxes)

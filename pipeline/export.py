@@ -162,7 +162,7 @@ def face_rows(landmarks_chunks: list, frontal_chunks: list, members=None, offset
               where: str = "") -> dict[str, np.ndarray]:
     """Landmarks and frontal chunks (store.FaceArrays, time order) + members (FaceArrays or None)
     → export rows: name → (D, …) array, names and dtypes of DATASETS."""
-    parts: dict[str, list] = {name: [] for name in DATASETS if name != "member_id"}
+    parts: dict[str, list] = {name: [] for name in DATASETS if name not in ("member_id", "fit_score")}
     chunk_starts = []
     for lm, fr in zip(landmarks_chunks, frontal_chunks):
         chunk = lm.attrs.get("chunk_start_s")
@@ -182,7 +182,6 @@ def face_rows(landmarks_chunks: list, frontal_chunks: list, members=None, offset
         parts["det_score"].append(lm["det_score"])
         parts["det_band"].append(lm["det_band"])
         parts["fit_ok"].append(lm["fit_ok"])
-        parts["fit_score"].append(lm["fit_score"] if "fit_score" in lm else np.full(d, np.nan, np.float32))
         parts["landmarks_px"].append(np.asarray(lm["landmarks_px"], np.float32).reshape(d, N_POINTS, 2))
         parts["pose_deg"].append(np.asarray(fr["pose_deg"], np.float32).reshape(d, 3))
         parts["frontal_ok"].append(fr["frontal_ok"])
@@ -190,7 +189,11 @@ def face_rows(landmarks_chunks: list, frontal_chunks: list, members=None, offset
     empty = {"det_box_px": (0, 4), "landmarks_px": (0, N_POINTS, 2), "pose_deg": (0, 3)}
     rows = {name: (np.concatenate(values) if values else np.zeros(empty.get(name, (0,)))).astype(DATASETS[name])
             for name, values in parts.items()}
-    rows["member_id"] = _member_ids(rows, members, chunk_starts, where)
+    rows["member_id"] = _member_ids(rows, members, chunk_starts, where)     # also checks members.h5 is aligned
+    n = len(rows["frame_index"])
+    has_score = members is not None and "face_fit_score" in members
+    rows["fit_score"] = (np.asarray(members["face_fit_score"], np.float32) if has_score
+                         else np.full(n, np.nan, np.float32))
     return rows
 
 

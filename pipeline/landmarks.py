@@ -26,10 +26,13 @@ Engines (``landmarks.engine``)
 
 Box conventions
 * detector box (`det_box_px`): whatever the detect stage writes, [left, top,
-  right, bottom] px. `landmarks.box_scale/box_dx/box_dy` map it to an
+  right, bottom] px. Three numbers (box_scale, box_dx, box_dy) map it to an
   *ERT box*: side = box_scale × detector width, centre shifted by
-  (box_dx × width, box_dy × height). `fit_box_mapping` learns the three numbers
-  from detections with ground-truth landmarks (bench/bench_vision.py prints them).
+  (box_dx × width, box_dy × height). They come from the detector that found
+  the face (front or back): its calibration file `<detector>.calib.json`,
+  fitted on real faces with reference landmarks (`fit_box_mapping`, then a
+  small grid on the landmark error: pipeline/detector_training.py), unless
+  `landmarks.box_scale/box_dx/box_dy` set them for every detector.
 * ERT box: the box dlib's frontal HOG detector gives for a face, which the stock
   68-point model was trained with. From landmarks it is a square of side
   ERT_BOX_SIDE × rms centred at the mean of the 51 inner points shifted by
@@ -193,12 +196,45 @@ def fit_one(predictor, image: np.ndarray, ert_box_px: np.ndarray, target_face_px
     return pts.astype(np.float32), factor
 
 
-def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg) -> dict[str, np.ndarray]:
+def box_mapping(cfg, detector: str | None = None) -> tuple[float, float, float]:
+    """(box_scale, box_dx, box_dy) for boxes of `detector` (a resolved detector path or builtin name):
+    the config's numbers where set, else the detector's calibration file, else (1, 0, 0)."""
+    from pipeline.detector_training import read_calibration
+
+    calib = (read_calibration(detector) if detector else None) or {}
+    return tuple(float(getattr(cfg, key) if getattr(cfg, key) is not None else calib.get(key, default))
+                 for key, default in (("box_scale", 1.0), ("box_dx", 0.0), ("box_dy", 0.0)))
+
+
+def band_mappings(cfg) -> np.ndarray:
+    """(2, 3) box mapping per detect band (0 front, 1 back) for a ProjectConfig."""
+    from pipeline.detect import resolve_detector_path
+
+    return np.array([box_mapping(cfg.landmarks, resolve_detector_path(name, band)) for name, band in
+                     ((cfg.detect.front_detector, "front"), (cfg.detect.back_detector, "back"))])
+
+
+def calibration_files(cfg) -> list[Path]:
+    """The detectors' calibration files in use (inputs of the landmarks stage: a new calibration refits)."""
+    from pipeline.detect import resolve_detector_path
+    from pipeline.detector_training import calibration_path
+
+    paths = [calibration_path(resolve_detector_path(name, band)) for name, band in
+             ((cfg.detect.front_detector, "front"), (cfg.detect.back_detector, "back"))]
+    return sorted({p for p in paths if p.is_file()})
+
+
+def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
+              mapping: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Fit every detector box (D, 4) of one frame (cfg: LandmarksConfig).
 
+    mapping: (D, 3) box_scale, box_dx, box_dy per box (default: the config's numbers, 1/0/0 where unset).
     Returns landmarks_px (D, 68, 2), ert_box_px (D, 4), upsample (D,), fit_ok (D,).
     """
-    boxes = ert_boxes_from_detections(det_box_px, cfg.box_scale, cfg.box_dx, cfg.box_dy)
+    if mapping is None:
+        mapping = np.broadcast_to(np.array(box_mapping(cfg)), (len(det_box_px), 3))
+    mapping = np.asarray(mapping, np.float64).reshape(-1, 3)
+    boxes = ert_boxes_from_detections(det_box_px, mapping[:, 0], mapping[:, 1], mapping[:, 2])
     n = len(boxes)
     out = {"landmarks_px": np.full((n, N_POINTS, 2), np.nan, np.float32),
            "ert_box_px": boxes.astype(np.float32), "upsample": np.full(n, np.nan, np.float32)}
@@ -601,7 +637,7 @@ def plan(cfg, workspace: Workspace) -> list[Unit]:
     for det in DETECT.plan(cfg, workspace):
         det_out = det.outputs[0][1]
         video = _video_of(det)
-        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video),
+        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, *calibration_files(cfg)),
                           outputs=(("landmarks", workspace.stage_output("landmarks", *det.key)),),
                           payload=(("detections", str(det_out)), ("video", str(video)))))
     return units
@@ -632,6 +668,7 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
     dets = read_detections(Path(unit.get("detections")))
     lcfg = cfg.landmarks
     predictor = load_landmarker(lcfg)
+    mappings = band_mappings(cfg)
     fitted = _empty_fits(len(dets.det_frame))
     wanted = {int(dets.frame_index[f]): f for f in np.unique(dets.det_frame)}
     if wanted:
@@ -642,11 +679,13 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
             if slot is None or frame.image is None:
                 continue
             rows = np.flatnonzero(dets.det_frame == slot)
-            for name, values in fit_faces(predictor, frame.image, dets.det_box_px[rows], lcfg).items():
+            mapping = mappings[np.clip(dets.det_band[rows], 0, 1)]
+            for name, values in fit_faces(predictor, frame.image, dets.det_box_px[rows], lcfg, mapping).items():
                 fitted[name][rows] = values
             if not wanted:
                 break
-    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name)
+    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name,
+                          box_mappings=mappings)
 
 
 def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path], tmp_outputs: dict[str, Path]) -> None:
@@ -660,11 +699,13 @@ def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path
 
     lcfg = cfg.landmarks
     predictor = load_landmarker(lcfg)
+    mappings = band_mappings(cfg)
     per_slot: dict[int, dict[str, np.ndarray]] = {}
 
-    def fit_frame(slot: int, image: np.ndarray, boxes: np.ndarray) -> None:
+    def fit_frame(slot: int, image: np.ndarray, boxes: np.ndarray, band: np.ndarray) -> None:
         if len(boxes):
-            per_slot[slot] = fit_faces(predictor, image, np.asarray(boxes, np.float32), lcfg)
+            per_slot[slot] = fit_faces(predictor, image, np.asarray(boxes, np.float32), lcfg,
+                                       mappings[np.clip(band, 0, 1)])
 
     dets = detect_unit(det_unit, cfg, on_frame=fit_frame)
     fitted = _empty_fits(len(dets.det_frame))
@@ -673,10 +714,11 @@ def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path
         for name, values in result.items():
             fitted[name][rows] = values
     write_detections(det_tmp["detections"], dets)
-    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name)
+    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name,
+                          box_mappings=mappings)
 
 
-LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="1",
+LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="2",
                   sections=("sources", "detect", "landmarks"), plan=plan, compute=compute,
                   upstream="detect", compute_with_upstream=compute_with_detect)
 

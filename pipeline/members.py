@@ -13,6 +13,10 @@ spurious tracks are dropped, as in the paper). Seats may also be given:
 `members.seat_source: session` reads `seats_px` ((S, 2) list of [x, y] px)
 from the session's session.yaml (optionally keyed by camera).
 
+Each face also gets a fit-quality score (`fit_scores`): how far its nose and
+eye corners sit from its member's median frontal face; binning drops faces
+above `binning.max_fit_score` (gross landmark misfits), not expressions.
+
 Member ids: `<session>/<camera>/seat-r<row>-c<col>` with rows numbered from
 the top of the image (row bands split where seat y jumps by more than
 `members.row_gap` face heights) and columns from the left.
@@ -29,6 +33,8 @@ from pipeline.store import DataError, Workspace
 
 MEAN_SHIFT_STEPS = 3
 MEMBERS_FILE = "members"
+# points that expressions hardly move in the frontal face (nose, eye corners): a fit that displaces them is a misfit
+RIGID_POINTS = np.r_[27:36, 36, 39, 42, 45]
 
 
 # ----------------------------------------------------------------------------- seats
@@ -195,6 +201,25 @@ def build_members(table: dict, session: str, camera: str, cfg, seats_px: np.ndar
             "member_observed_fraction": fraction.astype(np.float32), "seats_discovered": len(remap) - 1}
 
 
+def fit_scores(frontal: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Landmark fit quality per face (D,): RMS distance of the rigid points (nose, eye corners) of the
+    frontal face (D, 68, 2) from its member's median face, canonical units (≈ inter-ocular distances);
+    lower = better, NaN without a member. Expressions move mouth, brows and lids, not these points, so a
+    laugh keeps a low score while a fit that slipped off the face gets a high one."""
+    score = np.full(len(member), np.nan, np.float32)
+    rigid = np.asarray(frontal, np.float64)[:, RIGID_POINTS]
+    for m in np.unique(member[member >= 0]):
+        rows = np.flatnonzero(member == m)
+        with np.errstate(invalid="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)      # a member whose faces are all unusable
+                median = np.nanmedian(rigid[rows], axis=0)
+        score[rows] = np.sqrt(((rigid[rows] - median) ** 2).sum(axis=2).mean(axis=1))
+    return score
+
+
 def _typical_widths(seats: np.ndarray, centres: np.ndarray, widths: np.ndarray) -> np.ndarray:
     if len(centres) == 0:
         return np.ones(len(seats))
@@ -244,6 +269,8 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
                  duration_s=max((float(c.attrs["chunk_end_s"]) for c in chunks), default=0.0))
     arrays = {k: v for k, v in table.items() if k != "face_ok"}
     arrays.update(result)
+    if len(table.get("face_frame", [])):
+        arrays["face_fit_score"] = fit_scores(table["face_frontal"], result["face_member"])
     arrays["chunk_start_s"] = np.array([float(c.attrs["chunk_start_s"]) for c in chunks])
     arrays["chunk_end_s"] = np.array([float(c.attrs["chunk_end_s"]) for c in chunks])
     if not len(table.get("face_frame", [])):
@@ -254,11 +281,12 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
 def _empty_faces() -> dict[str, np.ndarray]:
     return {"face_frame": np.zeros(0, np.int32), "face_time_s": np.zeros(0), "face_box_px": np.zeros((0, 4)),
             "face_score": np.zeros(0), "face_band": np.zeros(0, np.int8), "face_frontal": np.zeros((0, 68, 2)),
-            "face_pose_deg": np.zeros((0, 3)), "face_member": np.zeros(0, np.int32)}
+            "face_pose_deg": np.zeros((0, 3)), "face_member": np.zeros(0, np.int32),
+            "face_fit_score": np.zeros(0, np.float32)}
 
 
-MEMBERS = Stage(name="members", help="discover seats and assign faces to audience members", version="1",
+MEMBERS = Stage(name="members", help="discover seats and assign faces to audience members", version="2",
                 sections=("sources", "detect", "landmarks", "frontalize", "members"), plan=plan, compute=compute)
 
-__all__ = ["MEMBERS", "discover_seats", "assign_faces", "seat_rows_cols", "build_members", "concat_chunks",
+__all__ = ["MEMBERS", "fit_scores", "discover_seats", "assign_faces", "seat_rows_cols", "build_members", "concat_chunks",
            "box_centres_widths", "seats_from_session"]

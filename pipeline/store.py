@@ -426,7 +426,7 @@ FRONTAL_DATASETS = {"frontal": np.float32, "pose_deg": np.float32, "scale_px": n
 MEMBERS_DATASETS = {"frame_time_s": np.float64, "frame_ok": bool, "face_frame": np.int32,
                     "face_time_s": np.float64, "face_box_px": np.float32, "face_score": np.float32,
                     "face_band": np.int8, "face_frontal": np.float32, "face_pose_deg": np.float32,
-                    "face_member": np.int32, "member_id": str, "seat_xy_px": np.float32,
+                    "face_member": np.int32, "face_fit_score": np.float32, "member_id": str, "seat_xy_px": np.float32,
                     "seat_width_px": np.float32, "seat_row": np.int16, "seat_col": np.int16,
                     "member_observed_fraction": np.float32, "chunk_start_s": np.float64,
                     "chunk_end_s": np.float64}
@@ -496,9 +496,14 @@ def _with_detections(detections: Detections, arrays: dict) -> dict:
     return out
 
 
-def write_landmarks_chunk(path: Path, detections: Detections, fitted: dict, model: str) -> Path:
-    """Detections + landmarks_px (D, 68, 2) px, ert_box_px (D, 4), upsample (D,), fit_ok (D,)."""
+def write_landmarks_chunk(path: Path, detections: Detections, fitted: dict, model: str,
+                          box_mappings: np.ndarray | None = None) -> Path:
+    """Detections + landmarks_px (D, 68, 2) px, ert_box_px (D, 4), upsample (D,), fit_ok (D,);
+    box_mappings (2, 3): the box_scale, box_dx, box_dy used for front and back detections."""
     attrs = dict(detections.attrs, landmark_model=model)
+    if box_mappings is not None:
+        attrs.update(box_mapping_front=np.asarray(box_mappings[0], np.float64),
+                     box_mapping_back=np.asarray(box_mappings[1], np.float64))
     return _write_face_file(path, _with_detections(detections, fitted), LANDMARKS_DATASETS, attrs, "landmarks")
 
 

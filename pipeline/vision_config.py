@@ -27,7 +27,7 @@ class DetectConfig:
     back_detector: str = "default"    # same choices, for the back three rows
     back_max_face_px: float = 28.0    # rows whose face boxes are at most this many px go to the back-rows detector
     survey_frames: int = 4            # frames (spread over the recording) the survey scans over the whole frame height
-    survey_face_px: tuple[float, float] = (12.0, 120.0)  # smallest and largest face-box side the survey looks for, px
+    survey_face_px: tuple[float, float] = (14.0, 120.0)  # smallest and largest face-box side the survey looks for, px
     survey_step: float = 1.6          # ratio between consecutive face sizes the survey scans at
     survey_min_faces: int = 2         # faces (over all survey frames) that make a row
     band_margin_faces: float = 0.6    # context added above and below each band, in expected faces
@@ -71,9 +71,10 @@ def _check_positive(section: str, **values: float) -> None:
 class LandmarksConfig:
     model_path: str = ""           # 68-point ERT .dat; "" = stock iBUG model from face_recognition_models
     engine: Literal["numpy", "dlib"] = "numpy"  # numpy: batched cascade on the frame; dlib: dlib's predictor on crops
-    box_scale: float = 1.3         # first-pass ERT box side = box_scale × detector box width (see default.yaml)
-    box_dx: float = 0.0            # ERT box centre shift right, in detector box widths
-    box_dy: float = 0.0            # ERT box centre shift down, in detector box heights
+    box_scale: float | None = None  # first-pass ERT box side = box_scale × detector box width; None: the detector's
+                                    # calibration (<detector>.calib.json beside its .svm), else 1.0 (see default.yaml)
+    box_dx: float | None = None     # ERT box centre shift right, in detector box widths (None: as box_scale)
+    box_dy: float | None = None     # ERT box centre shift down, in detector box heights (None: as box_scale)
     target_face_px: float = 96.0   # dlib engine: crops are upsampled so the ERT box is about this many px wide
     max_upsample: float = 8.0      # dlib engine: never upsample a crop more than this factor
     crop_margin: float = 0.6       # dlib engine: crop this many ERT-box sides of context around the box, each side
@@ -82,8 +83,10 @@ class LandmarksConfig:
     leaf_rank: int = 48            # numpy engine: rank each level's leaf table is factored to (0 = exact)
 
     def __post_init__(self):
-        _check_positive("landmarks", box_scale=self.box_scale, target_face_px=self.target_face_px,
-                        max_upsample=self.max_upsample)
+        _check_positive("landmarks", target_face_px=self.target_face_px, max_upsample=self.max_upsample)
+        if self.box_scale is not None and not 0.2 <= self.box_scale <= 5:
+            raise ValueError(f"landmarks.box_scale must be in [0.2, 5] or null (the detector's calibration), "
+                             f"got {self.box_scale}")
         if self.max_upsample < 1 or self.crop_margin < 0 or self.refine_passes < 0 or self.coarse_levels < 0 \
                 or self.leaf_rank < 0:
             raise ValueError("landmarks: max_upsample must be >= 1, crop_margin >= 0, refine_passes >= 0, "
@@ -124,6 +127,10 @@ class MembersConfig:
 class BinningConfig:
     bin_seconds: float = 1.0       # length of one tensor time bin
     combine: Literal["mean", "median"] = "mean"  # how the frontal faces inside one bin are combined
+    max_fit_score: float = 0.05    # drop faces whose fit score (members: nose/eye-corner distance from the member's
+                                   # median face, canonical units) is above this: gross misfits (0 = keep all)
 
     def __post_init__(self):
         _check_positive("binning", bin_seconds=self.bin_seconds)
+        if self.max_fit_score < 0:
+            raise ValueError(f"binning.max_fit_score must be >= 0 (0 keeps every face), got {self.max_fit_score}")

@@ -96,10 +96,8 @@ def test_rows_equal_the_caches(exported):
         assert np.array_equal(rows["landmarks_px"], cat("landmarks_px"), equal_nan=True)
         assert np.array_equal(rows["pose_deg"], cat("pose_deg", frontal), equal_nan=True)
         assert np.array_equal(rows["frontal_ok"], cat("frontal_ok", frontal))
-        if all("fit_score" in a for a in landmarks):
-            assert np.array_equal(rows["fit_score"], cat("fit_score"), equal_nan=True)
-        else:                                              # caches made before the landmarks stage scored fits
-            assert np.isnan(rows["fit_score"]).all()
+        assert np.array_equal(rows["fit_score"], members["face_fit_score"], equal_nan=True)
+        assert np.isfinite(rows["fit_score"][members["face_member"] >= 0]).any()
         # member ids: members.h5 face_member → member_id, checked face by face on time and box
         assert np.array_equal(members["face_time_s"], rows["timestamp"])
         assert np.array_equal(members["face_box_px"], rows["det_box_px"])
@@ -148,13 +146,13 @@ def test_csv_reads_with_the_standard_library_alone(exported):
     assert first["member_id"] == h5_rows["member_id"][0]
 
 
-def test_fit_score_is_taken_from_the_landmarks_chunk_when_present(exported):
+def test_fit_score_is_the_members_fit_score(exported):
     landmarks, frontal, members = _caches(exported, _cameras(exported)[0])
-    for chunk in landmarks:
-        chunk.arrays["fit_score"] = np.linspace(0, 1, len(chunk["det_frame"])).astype(np.float32)
+    members.arrays["face_fit_score"] = np.linspace(0, 1, len(members["face_member"])).astype(np.float32)
     rows = face_rows(landmarks, frontal, members, 2.5)
-    assert np.array_equal(rows["fit_score"], np.concatenate([c["fit_score"] for c in landmarks]))
+    assert np.array_equal(rows["fit_score"], members["face_fit_score"])
     assert np.array_equal(rows["movie_time_s"], rows["timestamp"] + 2.5)
+    assert np.isnan(face_rows(landmarks, frontal, None, 2.5)["fit_score"]).all()
 
 
 def test_face_ids_count_faces_within_each_frame():

@@ -23,8 +23,14 @@ def screening(tmp_path_factory):
     return make_test_screening(tmp_path_factory.mktemp("e2e"), duration_s=DURATION_S, sessions=2)
 
 
-def _run(screening, detections: str):
+def _run(screening, detections: str, drop_misfits: bool = False):
+    """The tensor of the screening; coverage is checked with every face kept (drop_misfits False), the
+    misfit filter on its own (test_misfit_filter_drops_true_misfits)."""
+    import dataclasses
+
     cfg, ws = screening.config, screening.workspace
+    if not drop_misfits:
+        cfg = cfg.replace(binning=dataclasses.replace(cfg.binning, max_fit_score=0.0))
     if detections == "oracle":
         from bench_vision import oracle_detections
 
@@ -101,3 +107,40 @@ def test_changing_the_bin_length_reruns_only_bin(screening):
 def test_pipeline_with_the_detector_matches_truth(screening):
     tensor = _run(screening, "detector")
     _check_against_truth(screening, tensor, min_coverage=0.8)
+
+
+def test_misfit_filter_drops_true_misfits_and_keeps_good_expressive_faces(screening):
+    """Faces over binning.max_fit_score are mostly true gross misfits (error > 0.25 eye distances against
+    the truth); well-fitted faces with strong expressions are nearly all kept."""
+    from bench_vision import match_faces
+    from pipeline.frontalize import normalized_error
+    from pipeline.store import read_landmarks_chunk, read_members
+
+    cfg, ws = screening.config, screening.workspace
+    tensor = _run(screening, "oracle", drop_misfits=True)
+    assert tensor.attrs["misfits_dropped"] > 0
+    err, strength, score = [], [], []
+    for truth_path in screening.truths:
+        truth, attrs = read_synthetic_truth(truth_path, ("face_box", "visible", "landmarks_image", "expression"))
+        movie, session, camera = attrs["movie"], attrs["session"], attrs["camera"]
+        members = read_members(ws.stage_output("members", movie, session, camera, "members"))
+        score.append(members["face_fit_score"])
+        for path in sorted((ws.cache / "landmarks" / movie / session / camera).glob("*.h5")):
+            lm = read_landmarks_chunk(path)
+            frame = lm["frame_index"][lm["det_frame"]]
+            viewer = np.full(len(frame), -1)
+            for f in np.unique(frame):
+                rows = np.flatnonzero(frame == f)
+                viewer[rows] = match_faces(lm["det_box_px"][rows], truth["face_box"][f], truth["visible"][f])
+            e, x = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+            hit = viewer >= 0
+            e[hit] = normalized_error(lm["landmarks_px"][hit], truth["landmarks_image"][frame[hit], viewer[hit]])
+            x[hit] = np.abs(truth["expression"][frame[hit], viewer[hit]]).max(axis=1)
+            err.append(e)
+            strength.append(x)
+    err, strength, score = (np.concatenate(v) for v in (err, strength, score))
+    known = np.isfinite(err) & np.isfinite(score)
+    dropped = known & (score > cfg.binning.max_fit_score)
+    assert dropped.sum() >= 3 and (err[dropped] > 0.25).mean() >= 0.5          # mostly true misfits
+    good_expressive = known & (err < 0.15) & (strength >= np.nanpercentile(strength[known], 80))
+    assert (score[good_expressive] > cfg.binning.max_fit_score).mean() <= 0.1   # laughs that fit are kept (6 % here)
