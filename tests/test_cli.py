@@ -14,7 +14,7 @@ from pipeline.store import DataError, Workspace
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (REPO / "scripts").glob("*.py"))
 COMMANDS = list(STAGE_SPECS) + ["run", "status", "demo", "train-detector", "make-detector-xml",
-                                "capture", "inspect", "train", "evaluate", "report"]
+                                "capture", "inspect", "train", "evaluate", "report", "label-frames", "export-faces"]
 
 
 def run_cli(args, capsys):
