@@ -36,6 +36,7 @@ class DetectConfig:
     step_faces: float = 1.15          # strip-to-strip step, in expected faces (overlap = strip - step)
     threshold: float = 0.5            # keep detections with HOG score above this (lower = more recall)
     merge_iou: float = 0.3            # detections overlapping more than this are one face
+    refine_boxes: bool = True         # re-place each box by 4 more looks of its detector (half-cell shifts, 2 scales)
     use_known_rows: bool = True       # use session.yaml's seat map (rows) or row bands when it has them (false: the survey's)
     rescan_s: float = 10.0            # no seat map: full scan of the bands at least this often (recording seconds)
     row_gap_faces: float = 1.0        # face centres further apart in y than this many faces are other rows

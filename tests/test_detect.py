@@ -290,3 +290,22 @@ def test_bench_scores_only_the_chunks_the_plan_names(tmp_path):
     assert _fp_kind(np.array([0.4, 0.0, 0.0]), visible, hit) == "duplicate"
     assert _fp_kind(np.array([0.0, 0.45, 0.0]), visible, hit) == "mislocalised"
     assert _fp_kind(np.array([0.1, 0.0, 0.9]), visible, hit) == "background"
+
+
+def test_second_looks_pull_a_misplaced_box_back_onto_the_face():
+    """detect.refine_boxes: a box shifted and scaled by a tenth of the face (HOG's cell grid) comes back."""
+    from pipeline.detect import HogDetector
+
+    cfg = frontal_cfg("detect.refine_boxes=false")
+    boxes, _, band = banded_finder(cfg)(face_frame())
+    detector = HogDetector("dlib_frontal")
+    for box in boxes:
+        side = box[2] - box[0]
+        off = box + np.array([0.12, -0.1, 0.12, -0.1], np.float32) * side
+        again = detector.refine(face_frame(), off)
+        centre = lambda b: np.array([b[0] + b[2], b[1] + b[3]]) / 2  # noqa: E731
+        assert np.linalg.norm(centre(again) - centre(box)) < 0.6 * np.linalg.norm(centre(off) - centre(box))
+        assert abs((again[2] - again[0]) / side - 1) < 0.15
+    assert np.array_equal(detector.refine(face_frame(faces=False), boxes[0]), boxes[0])   # nothing there: unchanged
+    refined, _, _ = banded_finder(frontal_cfg())(face_frame())
+    assert refined.shape == boxes.shape and np.abs(refined - boxes).max() < 0.2 * (boxes[0, 2] - boxes[0, 0])
