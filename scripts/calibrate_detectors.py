@@ -240,9 +240,21 @@ def cross_check(result, cfg, model) -> np.ndarray:
     return np.concatenate(errors)
 
 
+TRAINING: dict | None = None     # set by scripts/train_shipped_detectors.py: what the detectors were trained on
+
+
 def shipped_training(band: str) -> dict:
-    """What the shipped detectors were trained with (make-detector-xml --train-shipped)."""
+    """What the shipped detectors were trained with: scripts/train_shipped_detectors.py's record (its
+    defaults when run alone), or for detectors from make-detector-xml --train-shipped, that."""
     from pipeline.detector_training import SHIPPED_OPTIONS
+
+    if TRAINING is not None:
+        return dict(TRAINING)
+    try:
+        from train_shipped_detectors import default_training_record
+        return default_training_record()
+    except ImportError:
+        pass
 
     return {"C": SHIPPED_OPTIONS.C, "epsilon": SHIPPED_OPTIONS.epsilon, "window_px": SHIPPED_OPTIONS.window_px,
             "upsample_limit": SHIPPED_OPTIONS.upsample_limit, "flips": SHIPPED_OPTIONS.flips,
