@@ -686,6 +686,12 @@ def calibrate_detector(svm: str | Path, items: list[LabelledImage], cfg, find=No
     if find is None:
         def find(item):
             return _run_hog(detector.detector, item.image, 0, threshold), np.arange(len(item.boxes_px))
+    if cfg.detect.refine_boxes:              # as the detect stage does: the calibration maps the boxes it writes
+        found = find
+
+        def find(item):
+            boxes, index = found(item)
+            return np.array([detector.refine(item.image, b) for b in boxes], np.float32).reshape(-1, 4), index
     model = load_landmarker(cfg.landmarks)
     faces, from_parts = calibration_set(items, find, model, cfg.landmarks)
     if faces.n_faces < 3:

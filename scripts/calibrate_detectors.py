@@ -160,6 +160,8 @@ def detect_view(detector, canvas: np.ndarray, landmarks_px: np.ndarray, cfg, rng
     strip = Strip(BAND_FRONT, int(max(0, np.floor(cy - 1.15 * expected))),
                   int(min(canvas.shape[0], np.ceil(cy + 1.15 * expected))), cfg.detect.target_face_px / expected)
     boxes, _ = detect_strip(detector, canvas, strip, cfg.detect.threshold)
+    if cfg.detect.refine_boxes:              # as the detect stage does: the calibration maps the boxes it writes
+        boxes = np.array([detector.refine(canvas, b) for b in boxes], np.float32).reshape(-1, 4)
     hit = match_boxes(boxes, truth[None])[0]
     return boxes[hit].astype(np.float64) if hit >= 0 else np.full(4, np.nan)
 
