@@ -1114,9 +1114,6 @@ def _add_xml_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--every-s", type=float, default=3.0, help="seconds between frames (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic seed; use another for test data")
     parser.add_argument("--scale", choices=("full", "small"), default="full", help="theatre geometry")
-    parser.add_argument("--train-shipped", action="store_true",
-                        help="regenerate the shipped detectors: XML from seed S into OUT/train, from seed S+1 "
-                             "into OUT/test, train both, write pipeline/assets/detector_{front,back}.svm")
     return parser
 
 
@@ -1126,32 +1123,7 @@ def make_xml_main(args: argparse.Namespace) -> int:
     return _make_xml_with(args, load_config(args.config, args.set))
 
 
-SHIPPED_OPTIONS = TrainOptions(C=5.0, epsilon=0.01, window_px=40, flips=True, upsample_limit=0)
-
-
-def regenerate_shipped(out_dir: Path, cfg, sessions: int = 6, frames: int = 4, seed: int = 0,
-                       every_s: float = 3.0) -> dict[str, EvalResult]:
-    """Make synthetic train/test XML and retrain both shipped detectors (≈ 4 min on 2 cores)."""
-    from pipeline.detect import ASSETS
-
-    train = make_synthetic_xml(Path(out_dir) / "train", cfg, sessions, frames, seed, every_s)
-    test = make_synthetic_xml(Path(out_dir) / "test", cfg, max(1, sessions // 3), max(1, frames - 1), seed + 1,
-                              every_s)
-    results = {}
-    for name in ("back", "front"):
-        svm = train_detector(train[name], ASSETS / f"detector_{name}.svm", SHIPPED_OPTIONS)
-        results[name] = evaluate_detector(test[name], svm)
-        print(results[name].line(f"{name} test"))
-        calibration_path(svm).unlink(missing_ok=True)       # fitted for the old detector
-    print("the shipped calibrations were removed (stale): refit them on real faces with "
-          "`python scripts/calibrate_detectors.py`")
-    return results
-
-
 def _make_xml_with(args: argparse.Namespace, cfg) -> int:
-    if getattr(args, "train_shipped", False):
-        regenerate_shipped(Path(args.out_dir), cfg, args.sessions, args.frames, args.seed, args.every_s)
-        return 0
     paths = make_synthetic_xml(args.out_dir, cfg, args.sessions, args.frames, args.seed, args.every_s, args.scale)
     for name, path in paths.items():
         dataset = read_dataset(path)
@@ -1161,7 +1133,7 @@ def _make_xml_with(args: argparse.Namespace, cfg) -> int:
 
 __all__ = ["face_box_from_landmarks", "TrainOptions", "EvalResult", "train_detector", "evaluate_detector",
            "add_train_detector_args", "train_detector_main", "synthetic_frames", "make_synthetic_xml",
-           "add_make_xml_args", "make_xml_main", "SyntheticFrame", "regenerate_shipped", "register",
+           "add_make_xml_args", "make_xml_main", "SyntheticFrame", "register",
            "calibration_path", "read_calibration", "write_calibration", "make_calibration", "match_boxes",
            "CalibrationSet", "landmark_errors", "fit_calibration", "calibrate_detector", "LabelledImage",
            "read_labelled_images", "face_bands", "labelled_rows", "labelled_row_strips", "make_strip_xml", "cut_strip_entries",

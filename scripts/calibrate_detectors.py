@@ -247,21 +247,12 @@ TRAINING: dict | None = None     # set by scripts/train_shipped_detectors.py: wh
 
 def shipped_training(band: str) -> dict:
     """What the shipped detectors were trained with: scripts/train_shipped_detectors.py's record (its
-    defaults when run alone), or for detectors from make-detector-xml --train-shipped, that."""
-    from pipeline.detector_training import SHIPPED_OPTIONS
-
+    defaults when this script runs alone)."""
     if TRAINING is not None:
         return dict(TRAINING)
-    try:
-        from train_shipped_detectors import default_training_record
-        return default_training_record()
-    except ImportError:
-        pass
+    from train_shipped_detectors import default_training_record
 
-    return {"C": SHIPPED_OPTIONS.C, "epsilon": SHIPPED_OPTIONS.epsilon, "window_px": SHIPPED_OPTIONS.window_px,
-            "upsample_limit": SHIPPED_OPTIONS.upsample_limit, "flips": SHIPPED_OPTIONS.flips,
-            "data": f"synthetic theatre seed 0, 6 sessions x 4 frames, {band}-row strips from session.yaml rows "
-                    f"scaled to detect.target_face_px (make-detector-xml --train-shipped)"}
+    return default_training_record()
 
 
 def main(argv=None) -> int:

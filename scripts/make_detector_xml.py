@@ -2,7 +2,8 @@
 
     python scripts/make_detector_xml.py data/detector_xml/train --seed 0
     python scripts/make_detector_xml.py data/detector_xml/test --seed 1 --sessions 2
-    python scripts/make_detector_xml.py data/detector_xml --train-shipped   # regenerate pipeline/assets/*.svm
+
+The shipped detectors are trained on real faces instead: scripts/train_shipped_detectors.py.
 """
 import argparse
 import sys
