@@ -79,7 +79,7 @@ class LandmarksConfig:
     target_face_px: float = 96.0   # dlib engine: crops are upsampled so the ERT box is about this many px wide
     max_upsample: float = 8.0      # dlib engine: never upsample a crop more than this factor
     crop_margin: float = 0.6       # dlib engine: crop this many ERT-box sides of context around the box, each side
-    refine_passes: int = 2         # refits with the box re-derived from the previous fit (0 = none)
+    refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
     coarse_levels: int = 5         # numpy engine: cascade levels of the passes before the last (0 = all)
     leaf_rank: int = 48            # numpy engine: rank each level's leaf table is factored to (0 = exact)
 
