@@ -19,6 +19,12 @@ the detect stage searches: a strip around its row resized so the face comes out
 44-60 px (detect.target_face_px up to a row strip's larger faces), with
 detect_strip at detect.threshold.
 
+The views are pooled with as many made by the real-face benchmark's compositor
+(bench/real_theatre.py theatre_face_samples, split "tune": the same identities,
+its own face mask, IR look, roll and jitter), so the mapping does not fit one
+way of rendering a face: fitted on either alone, it moves by 0.1 box widths in
+size and the other compositor's mean error grows by a fifth or more.
+
     python scripts/calibrate_detectors.py                 # fit, print the table, write both assets
     python scripts/calibrate_detectors.py --dry-run       # fit and print only
 """
@@ -179,6 +185,22 @@ def make_views(faces: list[TuneFace], band: str, detector, cfg, repeats: int, se
     return views
 
 
+def bench_views(band: str, detector, cfg, n: int, seed: int) -> list[View]:
+    """`n` tune-identity faces rendered by the real-face benchmark's compositor at this band's sizes,
+    searched as detect_view does."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import real_theatre
+
+    lo, hi = BANDS[band]
+    rng = np.random.default_rng(seed)
+    samples = real_theatre.theatre_face_samples("tune", sizes_px=tuple(np.linspace(lo, hi, 5)), n=n, seed=seed)
+    views = []
+    for image, _, landmarks in samples:
+        pts = np.asarray(landmarks, np.float64)
+        views.append(View("bench", image, pts, detect_view(detector, image, pts, cfg, rng)))
+    return views
+
+
 def mosaic(views: list[View]):
     """All found views pasted into one image (one batched ERT call per pass): a CalibrationSet."""
     from pipeline.detector_training import CalibrationSet
@@ -207,12 +229,14 @@ def _summary(errors: np.ndarray) -> str:
     return f"{e.mean():7.3f} {np.median(e):7.3f} {100 * gross:6.1f}%"
 
 
-def calibrate_band(band: str, faces, cfg, model, repeats: int, seed: int, search: bool = True):
+def calibrate_band(band: str, faces, cfg, model, repeats: int, seed: int, search: bool = True, bench: bool = True):
     from pipeline.detect import load_detector
     from pipeline.detector_training import OLD_MAPPING, fit_calibration, landmark_errors
 
     detector = load_detector(getattr(cfg.detect, f"{band}_detector"), band)
     views = make_views(faces, band, detector, cfg, repeats, seed)
+    if bench:
+        views += bench_views(band, detector, cfg, len(views), seed)
     found = mosaic(views)
     recall = found.n_faces / max(1, len(views))
     mapping, report = fit_calibration(found, model, cfg.landmarks, search=search)
@@ -264,6 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-search", action="store_true", help="box match only (no grid by landmark error)")
     parser.add_argument("--no-cross-check", action="store_true", help="skip the 2-fold check by photo")
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    parser.add_argument("--no-bench-compositor", action="store_true",
+                        help="only this script's renderings (not also the real-face benchmark's compositor)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override (e.g. detect.threshold=0.3)")
     args = parser.parse_args(argv)
@@ -290,7 +316,7 @@ def _run(args) -> int:
           f"engine {cfg.landmarks.engine}, refine_passes {cfg.landmarks.refine_passes}")
     for band in [b.strip() for b in args.bands.split(",") if b.strip()]:
         result = calibrate_band(band, faces, cfg, model, args.repeats, args.seed + (band == "back"),
-                                search=not args.no_search)
+                                search=not args.no_search, bench=not args.no_bench_compositor)
         m, rep = result["mapping"], result["report"]
         lo, hi = BANDS[band]
         print(f"\n{band} detector: faces {lo:.0f}-{hi:.0f} px wide, {len(result['views'])} views of "
@@ -315,7 +341,8 @@ def _run(args) -> int:
                     f"matplotlib grace_hopper) downscaled to {lo:.0f}-{hi:.0f} px wide landmark clouds, head cut out "
                     f"onto a dark seat, mirrored or not, dimmed, blurred, sensor noise; reference: dlib's 68-point "
                     f"fit at full resolution; detections of row strips with faces at {STRIP_FACE_PX[0]:.0f}-"
-                    f"{STRIP_FACE_PX[1]:.0f} px (scripts/calibrate_detectors.py); "
+                    f"{STRIP_FACE_PX[1]:.0f} px (scripts/calibrate_detectors.py), pooled with as many tune faces "
+                    f"rendered by bench/real_theatre.py's compositor; "
                     f"mapping {rep['method']}"),
             window_px=40, face_px_range=_shipped_face_px(cfg, band), training=shipped_training(band),
             calibrated_face_px_range=[round(v, 1) for v in result["box_px"]],
