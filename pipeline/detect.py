@@ -300,7 +300,8 @@ class FaceFinder:
             self.geometry = survey_geometry([gray], self)
             self.rows = list(self.geometry.rows)
         strips = [r.strip for r in self.rows]
-        full = self.geometry.tracks_rows and (not self.rows or time_s is None
+        # not every frame while no row is known: a dark or empty theatre would scan the whole height each frame
+        full = self.geometry.tracks_rows and (time_s is None
                                               or time_s - self.last_full_s >= self.cfg.detect.rescan_s - 1e-6)
         if full:
             strips += self.full_scan_strips(*gray.shape)

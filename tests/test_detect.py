@@ -309,3 +309,15 @@ def test_second_looks_pull_a_misplaced_box_back_onto_the_face():
     assert np.array_equal(detector.refine(face_frame(faces=False), boxes[0]), boxes[0])   # nothing there: unchanged
     refined, _, _ = banded_finder(frontal_cfg())(face_frame())
     assert refined.shape == boxes.shape and np.abs(refined - boxes).max() < 0.2 * (boxes[0, 2] - boxes[0, 0])
+
+
+def test_an_empty_theatre_is_not_scanned_whole_every_frame():
+    """No rows known (the survey found none): full scans come every detect.rescan_s, not every frame."""
+    cfg = frontal_cfg()
+    finder = make_finder(cfg, FRAME_HW[0], {}, FRAME_HW[1])
+    for k in range(8):
+        boxes, _, _ = finder(face_frame(faces=False), 0.5 * k)
+        assert len(boxes) == 0
+    assert finder.full_scans == 1 and not finder.rows
+    boxes, _, _ = finder(face_frame(), cfg.detect.rescan_s)         # people arrive: the next full scan finds them
+    assert len(boxes) == 2 and finder.full_scans == 2 and len(finder.rows) == 2
