@@ -630,14 +630,14 @@ def _fit_faces_numpy(model: ErtModel, image: np.ndarray, boxes: np.ndarray, cfg,
 
 
 def plan(cfg, workspace: Workspace) -> list[Unit]:
-    """One unit per detect chunk: inputs = the detect chunk + its video."""
+    """One unit per detect chunk: inputs = the detect chunk, its video and the detectors' calibrations."""
     from pipeline.detect import DETECT
 
-    units = []
+    units, calibrations = [], calibration_files(cfg)
     for det in DETECT.plan(cfg, workspace):
         det_out = det.outputs[0][1]
         video = _video_of(det)
-        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, *calibration_files(cfg)),
+        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, *calibrations),
                           outputs=(("landmarks", workspace.stage_output("landmarks", *det.key)),),
                           payload=(("detections", str(det_out)), ("video", str(video)))))
     return units

@@ -23,6 +23,7 @@ the top of the image (row bands split where seat y jumps by more than
 """
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -210,12 +211,9 @@ def fit_scores(frontal: np.ndarray, member: np.ndarray) -> np.ndarray:
     rigid = np.asarray(frontal, np.float64)[:, RIGID_POINTS]
     for m in np.unique(member[member >= 0]):
         rows = np.flatnonzero(member == m)
-        with np.errstate(invalid="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)      # a member whose faces are all unusable
-                median = np.nanmedian(rigid[rows], axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)          # a member whose faces are all unusable
+            median = np.nanmedian(rigid[rows], axis=0)
         score[rows] = np.sqrt(((rigid[rows] - median) ** 2).sum(axis=2).mean(axis=1))
     return score
 
