@@ -1,8 +1,8 @@
-"""Command-line glue of the models: `train`, `evaluate`, `report`, and the demo's model half.
+"""Command-line glue of the models: `train`, `evaluate`, `report`, `predict`, and the demo's model half.
 
-`register(subparsers)` adds the three subcommands to the project CLI (which
+`register(subparsers)` adds the subcommands to the project CLI (which
 loads the configuration from --config and key=value overrides and calls
-`args.handler(args, cfg)`); scripts/{train,evaluate,report}.py run the same
+`args.handler(args, cfg)`); scripts/{train,evaluate,report,predict}.py run the same
 handlers standalone through `standalone_main`.
 """
 from __future__ import annotations
@@ -133,6 +133,19 @@ def cmd_report(args, cfg) -> int:
     return 0
 
 
+@user_errors
+def cmd_predict(args, cfg) -> int:
+    """A trained model's face in every (member, second) cell, or new members' whole movie (models/predict.py)."""
+    from models.predict import run_predict
+
+    ev = cfg.evaluate
+    run_predict(args.run_dir, kind=args.model, split=args.split, tensor=args.tensor, out=args.out,
+                new_members=args.new_members, first_seconds=args.first_seconds,
+                first_fraction=args.first_fraction, device=args.device or cfg.train.device,
+                infer_steps=ev.infer_steps, infer_lr=ev.infer_lr, batch_size=ev.batch_size)
+    return 0
+
+
 def run_models_demo(cfg, tensor_path: str | Path, run_dir: str | Path) -> Path:
     """The demo's model half: TF, NLTF, FVAE on the CPU, completion + factors, report. Returns its path."""
     from models.evaluate import run_protocols
@@ -206,16 +219,44 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="run folder written by train/evaluate")
 
 
+def add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=True, help="run folder written by train/evaluate")
+    p.add_argument("--model", choices=("fvae", "nltf", "tf", "vae"), default=None,
+                   help="which trained model (default: fvae if trained, else the first of nltf, tf, vae)")
+    p.add_argument("--split", choices=("completion", "all"), default=None,
+                   help="the model trained on the completion split's training faces (<run>/completion/) or on "
+                        "every observed face (train --split all: <run>/full/); default: completion, else all")
+    p.add_argument("--tensor", default=None,
+                   help="the tensor the run was trained on (default: the one <run>/data_summary.json names); "
+                        "another tensor is refused")
+    p.add_argument("--out", default=None,
+                   help="HDF5 file to write (default: <run>/predictions/<model>.h5, for new members "
+                        "<run>/predictions/<model>-new-<tensor name>.h5); layout in data/README.md")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="override train.device (auto: CUDA when present)")
+    new = p.add_argument_group("new members (long-term prediction: members the model never saw)")
+    new.add_argument("--new-members", metavar="TENSOR", default=None,
+                     help="tensor file of new members of the same movie (the tensor layout; only its first "
+                          "S seconds are used); writes their predicted whole movie")
+    prefix = new.add_mutually_exclusive_group()
+    prefix.add_argument("--first-seconds", type=float, metavar="S", default=None,
+                        help="the new members' observed prefix: their first S seconds of the movie")
+    prefix.add_argument("--first-fraction", type=float, metavar="LAMBDA", default=None,
+                        help="the new members' observed prefix as a fraction λ in (0, 1] of the movie")
+
+
 COMMANDS = {
     "train": ("train TF / NLTF / FVAE on a per-movie tensor (resumable)", add_train_args, cmd_train),
     "evaluate": ("run an evaluation protocol: completion, ksweep, longterm, factors or all",
                  add_evaluate_args, cmd_evaluate),
     "report": ("write the HTML/Markdown report of a run folder", add_report_args, cmd_report),
+    "predict": ("write a trained model's face for every (member, second) cell, or new members' whole "
+                "movie from their first seconds, to an HDF5 file", add_predict_args, cmd_predict),
 }
 
 
 def register(subparsers) -> None:
-    """Add `train`, `evaluate` and `report` to the project CLI; each sets handler(args, cfg)."""
+    """Add `train`, `evaluate`, `report` and `predict` to the project CLI; each sets handler(args, cfg)."""
     for name, (help_text, add_args, handler) in COMMANDS.items():
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
         add_args(parser)
