@@ -3,12 +3,14 @@
     python bench/bench_models.py                       # N=100, T=2000 (a few minutes per model on CPU)
     python bench/bench_models.py --members 40 --seconds 300 train.epochs=10   # quick
     python bench/bench_models.py --members 60 --seconds 600 --latent-noise 0.3 --no-longterm   # z_it ~ N(U∘V, σ²)
-    python bench/bench_models.py --paper-epoch          # time one FVAE epoch over 16M faces (CUDA)
 
 Prints: the completion table (train / held-out MSE per face, ratios to TF,
 NLTF and the noise floor), training and prediction throughput (faces/s), and
 long-term prediction at λ = 0.05 and 0.8. Extra arguments are config
 overrides (section.key=value); --config adds YAML overlays.
+
+GPU speed (training faces/s, a 16M-face epoch, prediction, CPU vs CUDA) is
+bench/bench_gpu.py, which replaced this script's former --paper-epoch mode.
 """
 from __future__ import annotations
 
@@ -20,13 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from configs.schema import load_config
-from models.data import completion_split, movie_from_tensor, pick_device
+from models.data import movie_from_tensor
 from models.evaluate import completion, longterm
 from models.synthetic_tensor import SyntheticSpec, make_synthetic_movie
-from models.train import build_torch_model, make_optimizer
 
 
 def accuracy(args, cfg) -> dict:
@@ -71,55 +71,6 @@ def _metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def paper_epoch(args, cfg) -> dict:
-    """One FVAE epoch over `faces` random faces resident on the device (throughput only)."""
-    device = pick_device(cfg.train.device)
-    n_members, n_faces = 400, args.faces
-    n_seconds = n_faces // n_members
-    if device.type == "cpu":
-        n_seconds = min(n_seconds, args.cpu_faces // n_members)   # extrapolate on CPU
-    torch.manual_seed(0)
-    model = build_torch_model("fvae", n_members, n_seconds, cfg.models).to(device)
-    optimizer = make_optimizer(model, cfg.train)
-    x = torch.randn(n_members, n_seconds, 136, device=device)
-    i_all = torch.arange(n_members, device=device).repeat_interleave(n_seconds)
-    t_all = torch.arange(n_seconds, device=device).repeat(n_members)
-    batch = cfg.train.batch_size
-    use_amp = cfg.train.amp and device.type == "cuda"
-    fn = torch.compile(model.loss) if cfg.train.compile else model.loss
-
-    def run(limit):
-        order = torch.randperm(len(i_all), device=device)[:limit]
-        for s in range(0, len(order), batch):
-            pick = order[s:s + batch]
-            i, t = i_all[pick], t_all[pick]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = fn(x[i, t], i, t, len(i_all), 1.0)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    run(min(len(i_all), 20 * batch))                 # warm-up (and compile)
-    started = time.perf_counter()
-    run(len(i_all))
-    seconds = time.perf_counter() - started
-    rate = len(i_all) / seconds
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-        started = time.perf_counter()
-        for s in range(0, len(i_all), 65536):
-            model.predict(i_all[s:s + 65536], t_all[s:s + 65536])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        pred_rate = len(i_all) / (time.perf_counter() - started)
-    print(f"device {device}: FVAE train {rate:,.0f} faces/s (batch {batch}), predict {pred_rate:,.0f} faces/s; "
-          f"one epoch over {args.faces:,} faces: {args.faces / rate:.1f} s"
-          + ("" if len(i_all) >= args.faces else f" (extrapolated from {len(i_all):,} faces)"))
-    return {"device": str(device), "train_faces_per_s": rate, "predict_faces_per_s": pred_rate,
-            "epoch_s": args.faces / rate}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=100)
@@ -129,15 +80,12 @@ def main(argv=None):
                         help="std of per-face noise on z = U∘V (the FVAE's own generative story; 0: none)")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--no-longterm", dest="longterm", action="store_false")
-    parser.add_argument("--paper-epoch", action="store_true", help="time one FVAE epoch over --faces faces")
-    parser.add_argument("--faces", type=int, default=16_000_000)
-    parser.add_argument("--cpu-faces", type=int, default=200_000, help="faces timed on CPU (then extrapolated)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, ["train.progress=false", *args.overrides])
-    out = paper_epoch(args, cfg) if args.paper_epoch else accuracy(args, cfg)
+    out = accuracy(args, cfg)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
 
