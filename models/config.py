@@ -39,6 +39,7 @@ class ModelsConfig:
     obs_std: Optional[float] = None  # σ of x ~ N(f(z), σ²I) in normalized units; null: learned (paper: 1.0)
     kl_weight: float = 1.0         # weight β of KL(q(z|x) || N(U∘V, I)) in the FVAE (and VAE) loss
     kl_warmup_epochs: int = 0      # ramp β linearly from 0 over this many epochs (0: full weight at once)
+    predictive_weight: float = 1.0  # FVAE: weight of −log N(x; f(U∘V), σ²I) added to the −ELBO (0: the paper's loss)
     member_offsets: bool = True    # fit expressions around each member's own mean face (added back when predicting)
     names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
     tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
@@ -47,8 +48,9 @@ class ModelsConfig:
         if self.k < 1 or self.hidden < 1 or self.layers < 1:
             raise ValueError(f"models: k, hidden and layers must be >= 1 (got k={self.k}, "
                              f"hidden={self.hidden}, layers={self.layers})")
-        if (self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0 or self.kl_weight < 0 or self.kl_warmup_epochs < 0:
-            raise ValueError("models: prior stds must be > 0, kl_weight and kl_warmup_epochs >= 0")
+        if ((self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0
+                or min(self.kl_weight, self.kl_warmup_epochs, self.predictive_weight) < 0):
+            raise ValueError("models: prior stds must be > 0; kl_weight, kl_warmup_epochs and predictive_weight >= 0")
         unknown = [m for m in self.names if m not in MODEL_NAMES]
         if unknown or not self.names:
             raise ValueError(f"models.names: unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")

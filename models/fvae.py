@@ -4,6 +4,13 @@ FVAE: q_φ(z_it | x_it) = N(μ_φ(x), diag σ²_φ(x)), prior z_it ~ N(U_i ∘ V
 x_it ~ N(f_θ(z_it), I), U log-normal and V normal with MAP estimates, trained
 end to end on observed faces. A missing face (i, t) is predicted by decoding
 the prior mean: f_θ(U_i ∘ V_t).
+
+The ELBO trains f_θ only at encoder samples z ~ q(z|x) and pulls U∘V toward the
+encoder means in latent space, where every latent direction counts the same
+whatever it does to the face; nothing trains the prediction f_θ(U∘V) itself.
+With `predictive_weight` w > 0 the loss adds w·(−log N(x; f_θ(U_i∘V_t), σ²I)),
+the likelihood of the face under the prediction (NLTF's data term) on the same
+decoder and factors; w = 0 is the paper's loss.
 """
 from __future__ import annotations
 
@@ -35,11 +42,12 @@ class FVAE(nn.Module):
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
                  u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
-                 d: int = N_COORDS, member_bias: bool = False):
+                 d: int = N_COORDS, member_bias: bool = False, predictive_weight: float = 0.0):
         super().__init__()
         self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
                           u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d,
-                          member_bias=member_bias)
+                          member_bias=member_bias, predictive_weight=predictive_weight)
+        self.predictive_weight = predictive_weight
         self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std, d if member_bias else 0)
         self.encoder = Encoder(d, hidden, layers, k)
         self.decoder = decoder_mlp(k, hidden, layers, d)
@@ -49,17 +57,23 @@ class FVAE(nn.Module):
         return dict(self._args)
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
-        """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs.
+        """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs,
+        plus predictive_weight × the face's −log-likelihood under the prediction f(U_i∘V_t).
 
         With a learned member bias b_i the encoder reads x − b_i and the decoder's face is
         f(z) + b_i: the latent codes only the expression."""
         bias = self.factors.member_bias(i)
         mu, logvar = self.encoder(x - bias)
+        prior_mean = self.factors.latent(i, t)
         recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)) + bias, x).mean()
-        kl = kl_normal(mu, logvar, self.factors.latent(i, t)).mean()
+        kl = kl_normal(mu, logvar, prior_mean).mean()
         prior = self.factors.neg_log_prior() / n_obs
-        return {"loss": recon + beta * kl + prior, "recon": recon, "kl": kl, "prior": prior,
-                "obs_std": self.noise.log_std.exp()}
+        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.log_std.exp()}
+        loss = recon + beta * kl + prior
+        if self.predictive_weight > 0:
+            terms["predictive"] = self.noise.nll(self.decoder(prior_mean) + bias, x).mean()
+            loss = loss + self.predictive_weight * terms["predictive"]
+        return {"loss": loss, **terms}
 
     # ------------------------------------------------------------------ prediction
 

@@ -16,6 +16,7 @@ FACE_PARTS = ((0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False),
               (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True))
 COLORS = {"tf": "tab:blue", "nltf": "tab:orange", "fvae": "tab:green", "vae": "tab:purple",
           "member mean": "tab:gray", "time mean": "tab:brown", "mean face": "tab:gray",
+          "member + time": "tab:olive",
           "global mean": "black"}
 
 

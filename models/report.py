@@ -21,13 +21,16 @@ SECTIONS = (
      "With models.member_offsets (the default) every model fits expressions around each member's own "
      "mean training face and adds it back, so 'member mean' is the level a model must beat with the "
      "expressions it predicts; 'kept' names the epoch (or TF ridge) chosen on held-back training faces "
-     "(train.validation_every), epoch 0 meaning no expression could be predicted better than the offsets."),
+     "(train.validation_every), epoch 0 meaning no expression could be predicted better than the offsets. "
+     "'member + time' adds to each member's mean face the audience's mean deviation at that second: "
+     "a model of reactions should beat it."),
     ("ksweep", "Latent dimension sweep (paper Fig. 5)", "The completion split, refitted for each K."),
     ("longterm", "Long-term prediction (paper Fig. 9)",
      "Members split 80/20. For each held-out member the first λ of the movie is observed, U_i is "
      "estimated with V and the networks frozen, and the rest of the movie is predicted. "
      "'mean face' predicts the member's mean over the observed prefix; 'time mean' the training "
-     "members' mean face at each second."),
+     "members' mean face at each second; 'member + time' the prefix mean plus the training members' "
+     "mean deviation at each second."),
     ("factors", "Factors (paper Figs. 6–8)",
      "Faces decoded along each latent dimension, V_t over the movie, and k-means clusters of the "
      "rows of U with an exemplar member per cluster. On synthetic tensors, recovery scores: R² of "

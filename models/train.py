@@ -332,10 +332,11 @@ def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, x_norm
 
 
 def build_torch_model(kind: str, n_members: int, n_seconds: int, models_cfg: ModelsConfig) -> torch.nn.Module:
+    extra = {"predictive_weight": models_cfg.predictive_weight} if kind == "fvae" else {}
     return TORCH_MODELS[kind](n_members, n_seconds, models_cfg.k, hidden=models_cfg.hidden,
                               layers=models_cfg.layers, u_prior_std=models_cfg.u_prior_std,
                               v_prior_std=models_cfg.v_prior_std, obs_std=models_cfg.obs_std,
-                              member_bias=models_cfg.member_offsets)
+                              member_bias=models_cfg.member_offsets, **extra)
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:

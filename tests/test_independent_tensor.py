@@ -129,5 +129,5 @@ def test_works_with_the_models_code(small_movie, tmp_path):
     assert movie.extra["true_u"].shape == (SMALL.n_members, len(ARCHETYPES))
     train, test = completion_split(movie.mask, 6, seed=0)
     rows = baseline_rows(movie, train, test)
-    assert {r["model"] for r in rows} == {"member mean", "time mean"}
+    assert {r["model"] for r in rows} == {"member mean", "time mean", "member + time"}
     assert all(r["test_mse"] > tensor.attrs["noise_floor"] for r in rows)

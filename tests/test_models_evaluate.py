@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 def test_completion_table_has_models_and_baselines(run):
     run_dir, out, _ = run
     names = [r["model"] for r in out["completion"]["rows"]]
-    assert names == ["tf", "nltf", "fvae", "member mean", "time mean"]
+    assert names == ["tf", "nltf", "fvae", "member mean", "time mean", "member + time"]
     assert all(np.isfinite(r["test_mse"]) and r["test_mse"] > 0 for r in out["completion"]["rows"])
     assert (run_dir / "completion" / "table.md").is_file() and (run_dir / "completion" / "completion.png").is_file()
     saved = json.loads((run_dir / "completion" / "results.json").read_text())
