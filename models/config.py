@@ -59,7 +59,7 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0                  # seeds initialization and batch order; equal seeds give equal runs
-    epochs: int = 30               # passes over the observed training faces
+    epochs: int = 100              # passes over the observed training faces at most (validation stops earlier)
     batch_size: int = 512          # faces per optimizer step, sampled by index on the device
     lr: float = 3e-3               # Adam learning rate of the networks
     factor_lr: float = 3e-2        # Adam learning rate of the per-member U and per-second V

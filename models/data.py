@@ -148,15 +148,23 @@ class MemberOffsets:
     faces less those held back for validation; a member without any gets `prior`, the
     average offset), so a model that predicts no expression at all is the 'member mean'
     baseline. A NEW member (long-term prediction) has only a
-    few observed faces, so its offset is the posterior mean under a normal prior centred
-    on `prior`: (Σ_t x_it + κ·prior) / (n + κ), with κ = within-member variance /
-    between-member variance of the training members (empirical Bayes, one scalar over the
-    136 coordinates). With real identity differences κ is about a face or two and a new
-    member soon has its own face; without them κ is large and the offset stays the average.
+    few observed faces, so its offset is the posterior mean under a normal prior
+    N(prior, Σ_b) fitted to the training members (empirical Bayes): Σ_b is their
+    between-member covariance (its principal directions `modes` and variances, with the
+    within-member noise taken out), so along each direction j the new member's mean face
+    moves the offset by λ_j / (λ_j + w/n) (w: per-coordinate noise of one face, n: its faces).
+    Faces differ from person to person along a few directions (face width, eye spacing, ...):
+    along those a new member soon has its own face, while directions in which training
+    members do not differ (where an expression held through a short prefix shows) keep the
+    average. κ = within / between variance (one scalar, in faces) summarizes the same and is
+    the fallback of checkpoints saved without modes: (Σ_t x_it + κ·prior) / (n + κ).
     """
     offsets: np.ndarray             # (N, 136) float32, training members
     prior: np.ndarray               # (136,) float32, the average member offset
     shrink: float                   # κ, in faces
+    modes: np.ndarray | None = None       # (J, 136) float32 orthonormal directions of between-member spread
+    variances: np.ndarray | None = None   # (J,) between-member variance along each (normalized units²)
+    noise: float = 0.0                    # w: per-coordinate variance of one face about its member's offset
 
     MAX_SHRINK = 1e6                # no measurable identity variance: offsets = prior
 
@@ -170,18 +178,23 @@ class MemberOffsets:
         seen = counts > 0
         resid = np.where(train_mask[:, :, None], x_norm - means[:, None], 0.0)
         within = float((resid.astype(np.float64) ** 2).sum()) / max(counts.sum() - seen.sum(), 1.0)
-        prior, shrink = cls._population(means[seen], counts[seen], within)
-        offsets = np.where(seen[:, None], means, prior).astype(np.float32)
-        return cls(offsets=offsets, prior=prior, shrink=shrink)
+        offsets = np.where(seen[:, None], means, means[seen].mean(0)).astype(np.float32)
+        return cls(offsets=offsets, **cls._population(means[seen], counts[seen], within))
 
     @classmethod
-    def _population(cls, faces: np.ndarray, counts: np.ndarray, within: float) -> tuple[np.ndarray, float]:
-        """(prior, κ) from members' mean faces (M, 136) over counts (M,) faces with per-face noise `within`."""
+    def _population(cls, faces: np.ndarray, counts: np.ndarray, within: float) -> dict:
+        """prior, κ and the between-member covariance's directions from members' mean faces (M, 136)
+        over counts (M,) faces with per-face noise `within` (squared error summed over coordinates)."""
         prior = faces.mean(0)
-        spread = ((faces - prior) ** 2).sum(1)
-        between = float(spread.sum() / max(len(faces) - 1, 1) - within * np.mean(1.0 / counts))
+        centred = faces - prior
+        noise = within / faces.shape[1]                                   # per coordinate, one face
+        between = float((centred ** 2).sum() / max(len(faces) - 1, 1) - within * np.mean(1.0 / counts))
         shrink = cls.MAX_SHRINK if between <= within / cls.MAX_SHRINK else min(within / between, cls.MAX_SHRINK)
-        return prior.astype(np.float32), float(shrink)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        variances = sv ** 2 / max(len(faces) - 1, 1) - noise * np.mean(1.0 / counts)
+        keep = variances > 0
+        return {"prior": prior.astype(np.float32), "shrink": float(shrink), "modes": vt[keep].astype(np.float32),
+                "variances": variances[keep].astype(np.float32), "noise": float(noise)}
 
     def for_new_members(self, effective: np.ndarray, counts: np.ndarray, within: float) -> "MemberOffsets":
         """The same training offsets with `prior` and κ re-estimated from a fitted model.
@@ -191,24 +204,35 @@ class MemberOffsets:
         member's offset is then estimated against what the model leaves unexplained.
         """
         seen = counts > 0
-        prior, shrink = self._population(effective[seen], counts[seen], within)
-        return dataclasses.replace(self, prior=prior, shrink=shrink)
+        return dataclasses.replace(self, **self._population(effective[seen], counts[seen], within))
 
     def estimate(self, x_norm: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        """(R, 136) offsets of members from their `seen` faces (R, T, 136), shrunk toward `prior`."""
+        """(R, 136) offsets of members from their `seen` faces (R, T, 136), shrunk toward `prior`
+        direction by direction (the prior where a member has no face)."""
         sums = np.where(seen[:, :, None], x_norm, 0.0).sum(1, dtype=np.float64)
         n = seen.sum(1).astype(np.float64)[:, None]
-        return ((sums + self.shrink * self.prior) / (n + self.shrink)).astype(np.float32)
+        if self.modes is None:                            # a checkpoint from before the modes
+            return ((sums + self.shrink * self.prior) / (n + self.shrink)).astype(np.float32)
+        coef = (sums / np.maximum(n, 1) - self.prior) @ self.modes.T.astype(np.float64)     # (R, J)
+        gain = self.variances / (self.variances + self.noise / np.maximum(n, 1e-12))         # (R, J)
+        return (self.prior + (gain * coef * (n > 0)) @ self.modes).astype(np.float32)
 
     def state(self) -> dict:
-        return {"offsets": self.offsets.tolist(), "prior": self.prior.tolist(), "shrink": self.shrink}
+        out = {"offsets": self.offsets.tolist(), "prior": self.prior.tolist(), "shrink": self.shrink}
+        if self.modes is not None:
+            out.update(modes=self.modes.tolist(), variances=self.variances.tolist(), noise=self.noise)
+        return out
 
     @classmethod
     def from_state(cls, state: dict | None) -> "MemberOffsets | None":
         if state is None:
             return None
+        modes = state.get("modes")
         return cls(offsets=np.asarray(state["offsets"], dtype=np.float32),
-                   prior=np.asarray(state["prior"], dtype=np.float32), shrink=float(state["shrink"]))
+                   prior=np.asarray(state["prior"], dtype=np.float32), shrink=float(state["shrink"]),
+                   modes=None if modes is None else np.asarray(modes, dtype=np.float32).reshape(-1, len(state["prior"])),
+                   variances=None if modes is None else np.asarray(state["variances"], dtype=np.float32),
+                   noise=float(state.get("noise", 0.0)))
 
 
 def mse_per_face(pred: np.ndarray, target: np.ndarray) -> float:

@@ -77,16 +77,12 @@ def time_mean_faces(landmarks: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return member_mean_faces(landmarks.transpose(1, 0, 2), mask.T)
 
 
-def member_plus_time_faces(landmarks: np.ndarray, mask: np.ndarray,
-                           member_means: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The additive baseline face_it = m_i + r_t: (member means (N, 136), per-second means (T, 136) of
-    what the member means leave), both over `mask` cells. member_means: use these for the rows
-    (e.g. new members' prefix means) instead of their mean over `mask`."""
-    means = member_mean_faces(landmarks, mask) if member_means is None else member_means
-    fit_means = member_mean_faces(landmarks, mask)
-    resid = landmarks - fit_means[:, None]
+def member_plus_time_faces(landmarks: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The additive baseline face_it = m_i + r_t over `mask` cells: (member means m (N, 136),
+    per-second means r (T, 136) of what the member means leave; 0 for a second with no face)."""
+    means = member_mean_faces(landmarks, mask)
     counts = mask.sum(0)[:, None]
-    sums = np.where(mask[:, :, None], resid, 0.0).sum(0, dtype=np.float64)
+    sums = np.where(mask[:, :, None], landmarks - means[:, None], 0.0).sum(0, dtype=np.float64)
     return means, np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
@@ -320,8 +316,11 @@ def longterm(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
                      "test_mse": mse_per_face(prefix_mean[ii], target)})
         rows.append({"model": "time mean", "lambda": lam, "t_cut": t_cut,
                      "test_mse": mse_per_face(time_mean[tt], target)})
+        own = member_mean_faces(test_lm - per_second[None], seen)      # member effect net of the seconds seen
+        if not seen.any():
+            own[:] = member_mean_faces(train_movie.landmarks, train_movie.mask).mean(0)
         rows.append({"model": "member + time", "lambda": lam, "t_cut": t_cut,
-                     "test_mse": mse_per_face(prefix_mean[ii] + per_second[tt], target)})
+                     "test_mse": mse_per_face(own[ii] + per_second[tt], target)})
     table = write_table(rows, folder, "table", "Long-term prediction (paper Fig. 9): MSE per face on the "
                         "unobserved rest of the movie")
     figure = plots.longterm_curves(rows, folder / "longterm.png")

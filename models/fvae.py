@@ -98,12 +98,18 @@ class FVAE(nn.Module):
         return self.factors.log_u.exp(), self.factors.v
 
     def prepare_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """New members are fitted in latent space: the encoder means of their faces."""
-        return self.encoder(x)[0].detach()
+        """What row_objective compares against: the faces and their encoder means, side by side (B, D + K)."""
+        return torch.cat([x, self.encoder(x)[0].detach()], -1)
 
-    def row_objective(self, log_u_rows: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The part of KL(q(z|x) || N(u∘v_t, I)) that depends on U: ½‖μ − u∘v_t‖²."""
-        return 0.5 * ((mu - self.factors.latent_rows(log_u_rows, t)) ** 2).sum(-1)
+    def row_objective(self, log_u_rows: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The per-face training loss's terms that depend on a new member's U: the KL's ½‖μ − u∘v_t‖²
+        plus predictive_weight × −log N(x; f(u∘v_t), σ²I)."""
+        x, mu = target[:, :-self.factors.v.shape[1]], target[:, -self.factors.v.shape[1]:]
+        z = self.factors.latent_rows(log_u_rows, t)
+        loss = 0.5 * ((mu - z) ** 2).sum(-1)
+        if self.predictive_weight > 0:
+            loss = loss + self.predictive_weight * self.noise.nll(self.decoder(z).float(), x)
+        return loss
 
     def finalize(self, *_):
         pass

@@ -29,8 +29,8 @@ SECTIONS = (
      "Members split 80/20. For each held-out member the first λ of the movie is observed, U_i is "
      "estimated with V and the networks frozen, and the rest of the movie is predicted. "
      "'mean face' predicts the member's mean over the observed prefix; 'time mean' the training "
-     "members' mean face at each second; 'member + time' the prefix mean plus the training members' "
-     "mean deviation at each second."),
+     "members' mean face at each second; 'member + time' is the additive model member effect + second "
+     "effect: the seconds' effects from the training members, the member's from its prefix net of them."),
     ("factors", "Factors (paper Figs. 6–8)",
      "Faces decoded along each latent dimension, V_t over the movie, and k-means clusters of the "
      "rows of U with an exemplar member per cluster. On synthetic tensors, recovery scores: R² of "

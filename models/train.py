@@ -340,13 +340,14 @@ def build_torch_model(kind: str, n_members: int, n_seconds: int, models_cfg: Mod
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW: networks at `lr` (with weight decay), per-member/per-second factors at `factor_lr`."""
+    """AdamW: networks at `lr` (with weight decay), per-member/per-second factors at `factor_lr`; fused on CUDA."""
     factors = [p for n, p in model.named_parameters() if n.startswith("factors.")]
     nets = [p for n, p in model.named_parameters() if not n.startswith("factors.")]
     groups = [{"params": nets, "lr": train_cfg.lr, "weight_decay": train_cfg.weight_decay}]
     if factors:
         groups.append({"params": factors, "lr": train_cfg.factor_lr, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups)
+    on_cuda = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, fused=on_cuda or None)    # fused: one kernel per step on the GPU
 
 
 def kl_beta(models_cfg: ModelsConfig, epoch: int) -> float:

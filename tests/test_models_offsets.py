@@ -42,6 +42,26 @@ def _member_mean(movie, train, test):
 # ----------------------------------------------------------------------------- offsets
 
 
+def test_new_member_offsets_take_identity_directions_not_a_held_expression():
+    """Members differ along a few face-shape directions; a short prefix spent in one expression
+    (a direction in which members do not differ) must not move the new member's offset there."""
+    rng = np.random.default_rng(0)
+    n, t, d = 40, 50, 136
+    identity_dirs = np.linalg.qr(rng.standard_normal((d, 4)))[0].T                  # (4, 136) orthonormal
+    expression = np.linalg.qr(np.concatenate([identity_dirs.T, rng.standard_normal((d, 1))], 1))[0][:, -1]
+    faces = rng.standard_normal((n, 4)) @ identity_dirs                              # (N, 136) identities
+    x = faces[:, None] + 0.05 * rng.standard_normal((n, t, d))
+    off = MemberOffsets.fit(x, np.ones((n, t), bool))
+    assert len(off.modes) < n and off.noise == pytest.approx(0.05 ** 2, rel=0.1)
+    new_face = rng.standard_normal(4) @ identity_dirs
+    prefix = new_face + 0.8 * expression + 0.05 * rng.standard_normal((1, 5, d))   # 5 s of a held smile
+    est = off.estimate(prefix, np.ones((1, 5), bool))[0]
+    assert abs(float((est - off.prior) @ expression)) < 0.1                          # the smile stays out
+    assert np.abs(est - new_face).sum() < 0.2 * np.abs(off.prior - new_face).sum()   # the identity comes in
+    restored = MemberOffsets.from_state(off.state())
+    assert np.allclose(restored.estimate(prefix, np.ones((1, 5), bool)), est[None], atol=1e-5)
+
+
 def test_offsets_follow_identity_and_shrink_without_it():
     spec = SyntheticSpec(n_members=10, n_seconds=40, k_true=2, seed=1)
     for identity_std, own in ((0.08, True), (0.0, False)):

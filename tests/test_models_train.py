@@ -123,3 +123,22 @@ def test_fvae_trains_on_cuda_with_amp(movie, tmp_path):
     fitted = _fit("fvae", movie, tmp_path, device="cuda", amp=True)
     assert fitted.device.type == "cuda" and np.isfinite(fitted.metrics[-1]["loss"])
     assert np.isfinite(fitted.predict(np.array([0]), np.array([0]))).all()
+
+
+def test_fvae_predictive_term_is_the_likelihood_of_its_prediction():
+    """models.predictive_weight w adds w × −log N(x; f(U∘V), σ²) to the −ELBO; w = 0 is the paper's loss."""
+    from models.fvae import FVAE
+    from models.nets import ObsNoise
+
+    torch.manual_seed(0)
+    x, i, t = torch.randn(8, 136), torch.arange(8) % 3, torch.arange(8)
+    plain, with_term = FVAE(3, 8, 4, hidden=16, layers=1), FVAE(3, 8, 4, hidden=16, layers=1, predictive_weight=2.0)
+    with_term.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    a = plain.loss(x, i, t, n_obs=8)
+    torch.manual_seed(1)
+    b = with_term.loss(x, i, t, n_obs=8)
+    assert "predictive" not in a
+    expected = ObsNoise(None).nll(with_term.predict(i, t), x).mean()
+    assert torch.allclose(b["predictive"], expected)
+    assert torch.allclose(b["loss"], a["loss"] + 2.0 * expected)
