@@ -122,7 +122,7 @@ def test_renderer_is_not_linear_in_the_drives(small_movie):
 def test_works_with_the_models_code(small_movie, tmp_path):
     tensor, _ = small_movie
     path = write_movie_tensor(tmp_path / "independent.h5", tensor)
-    assert check_file(path, documented_schemas()["tensor"], strict=False) == []
+    assert check_file(path, documented_schemas()["tensor"]) == []
     back = read_movie_tensor(path)
     assert back.attrs["oracle_ratio"] == pytest.approx(tensor.attrs["oracle_ratio"])
     movie = movie_from_tensor(back)
