@@ -27,7 +27,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from models import plots
 from models.data import Movie, completion_split, member_split, mse_per_face, prefix_split
-from models.train import Fitted, fit_model
+from models.train import Fitted, fit_model, supported_k
 from pipeline.store import write_text_atomic
 
 PROTOCOLS = ("completion", "ksweep", "longterm", "factors")
@@ -186,8 +186,11 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
     train_mask, test_mask = completion_split(movie.mask, ev.holdout_every, ev.seed)
     split = {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed}
     train_cfg = cfg.train if ev.ksweep_epochs is None else dataclasses.replace(cfg.train, epochs=ev.ksweep_epochs)
-    rows = []
-    for k in ev.ks:
+    rows, too_large = [], [k for k in ev.ks if k > supported_k(train_mask)]
+    if too_large:
+        print(f"[models] ksweep: skipping K = {too_large}: more than the {supported_k(train_mask)} this tensor "
+              f"supports (members and seconds with training faces)")
+    for k in (k for k in ev.ks if k not in too_large):
         cfg_k = cfg.replace(models=dataclasses.replace(cfg.models, k=k), train=train_cfg)
         for kind, model in fit_all(movie, train_mask, cfg_k, folder / f"k{k:03d}", split, resume).items():
             rows.append({"model": kind, "k": k, "train_mse": score_cells(model, movie, train_mask, ev.batch_size)[0],
@@ -196,7 +199,7 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
             for kind in dict.fromkeys(r["model"] for r in rows)}
     table = write_table(rows, folder, "table", f"K sweep (paper Fig. 5); best K on held-out error: {best}")
     figure = plots.ksweep_curves(rows, folder / "ksweep.png")
-    results = {"rows": rows, "best_k": best, "table": table, "figures": [figure]}
+    results = {"rows": rows, "best_k": best, "table": table, "figures": [figure], "skipped_k": too_large}
     write_results(folder, results)
     return results
 

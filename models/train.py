@@ -131,6 +131,7 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
         raise DataError("the training mask must be (N, T) and select only observed faces")
     if not train_mask.any():
         raise DataError("the training mask selects no face; nothing to fit")
+    check_k_supported(models_cfg.k, train_mask)
     device = pick_device(train_cfg.device)
     fingerprint = _fingerprint(kind, movie, train_mask, models_cfg, train_cfg, split or {})
     folder = Path(out_dir) / "checkpoints"
@@ -153,6 +154,21 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
                            fingerprint, saved)
         return _fit_torch(kind, faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, Path(out_dir),
                           fingerprint, saved, on_epoch_end)
+
+
+def supported_k(train_mask: np.ndarray) -> int:
+    """The largest K the training faces support: K factors per member and per second need at
+    least K members and K seconds with faces (else the factorization is not identifiable)."""
+    return int(min(train_mask.any(1).sum(), train_mask.any(0).sum()))
+
+
+def check_k_supported(k: int, train_mask: np.ndarray) -> None:
+    most = supported_k(train_mask)
+    if k > most:
+        raise DataError(f"models.k={k} is more than this tensor supports: its training faces cover "
+                        f"{int(train_mask.any(1).sum())} members and {int(train_mask.any(0).sum())} seconds, and "
+                        f"K factors need at least K of each. Use models.k={most} or less (or drop the larger "
+                        f"values from evaluate.ks), or train on a longer movie / a larger audience.")
 
 
 def minus_offsets(x_norm: np.ndarray, offsets: MemberOffsets | None) -> np.ndarray:

@@ -142,3 +142,14 @@ def test_fvae_predictive_term_is_the_likelihood_of_its_prediction():
     expected = ObsNoise(None).nll(with_term.predict(i, t), x).mean()
     assert torch.allclose(b["predictive"], expected)
     assert torch.allclose(b["loss"], a["loss"] + 2.0 * expected)
+
+
+def test_k_larger_than_the_data_supports_is_refused_with_the_fix(movie, tmp_path):
+    from pipeline.store import DataError
+
+    cfg = tiny_config()
+    train_mask, _ = completion_split(movie.mask, 6, 0)
+    k = int(min(train_mask.any(1).sum(), train_mask.any(0).sum())) + 1
+    with pytest.raises(DataError, match=f"models.k={k} is more than this tensor supports.*models.k={k - 1} or less"):
+        fit_model("tf", movie, train_mask, cfg.models.__class__(k=k), cfg.train, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
