@@ -258,9 +258,9 @@ def infer_codes(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: int
     model uses them (infer_members handles the offsets).
 
     TF: ridge-regularized non-negative least squares for U. NLTF/FVAE: MAP of
-    log U by Adam under the log-normal prior re-centred on the training members'
-    mean log U (a member seen for no second at all gets that mean). VAE: mean
-    encoder latent of the seen faces.
+    log U by Adam under a normal prior fitted to the training members' log U (their
+    mean and covariance: Factors.log_u_prior_precision; a member seen for no second
+    at all gets the mean). VAE: mean encoder latent of the seen faces.
     """
     model, dev = fitted.model, fitted.device
     x = torch.from_numpy(np.nan_to_num(x_norm)).to(dev)
@@ -274,13 +274,14 @@ def infer_codes(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: int
         total = torch.zeros(len(x), target.shape[1], device=dev).index_add_(0, i, target)
         count = torch.bincount(i, minlength=len(x)).clamp_min(1)[:, None]
         return torch.where(count.expand_as(total) > 0, total / count, model.member_z.mean(0, keepdim=True))
-    prior_mean = model.factors.log_u_prior_mean()
+    prior_mean, precision = model.factors.log_u_prior_mean(), model.factors.log_u_prior_precision()
     log_u = prior_mean.repeat(len(x), 1).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([log_u], lr=lr)
     with frozen(model), torch.enable_grad():
         for _ in range(steps):
             data = model.row_objective(log_u[i], target, t).sum()
-            prior = 0.5 * ((log_u - prior_mean) ** 2).sum() / model.factors.u_prior_std ** 2
+            centred = log_u - prior_mean
+            prior = 0.5 * ((centred @ precision) * centred).sum()
             optimizer.zero_grad(set_to_none=True)
             (data + prior).backward()
             optimizer.step()

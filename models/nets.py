@@ -72,6 +72,21 @@ class Factors(nn.Module):
         """(1, K) mean log U over the training members: the start and pull of new members."""
         return self.log_u.detach().mean(0, keepdim=True)
 
+    def log_u_prior_precision(self) -> torch.Tensor:
+        """(K, K) inverse covariance of the training members' log U: the prior of new members.
+
+        Empirical Bayes, like the offsets' (models.data.MemberOffsets): members' factors are
+        correlated (viewer types), so what a short prefix shows of a new member (e.g. how much it
+        laughs) moves the factors it does not show (e.g. how much it jumps at scares) the way it
+        does across the training audience. The covariance is shrunk toward u_prior_std² I by one
+        member's weight, so that a dimension no training member uses keeps a finite variance."""
+        log_u = self.log_u.detach().double()
+        n, k = log_u.shape
+        centred = log_u - log_u.mean(0, keepdim=True)
+        eye = torch.eye(k, dtype=torch.float64, device=log_u.device)
+        cov = (centred.T @ centred + self.u_prior_std ** 2 * eye) / n
+        return torch.linalg.inv(cov).float()
+
 
 class ObsNoise(nn.Module):
     """Isotropic observation noise σ of x ~ N(f(z), σ² I): fixed (the paper: σ = 1) or learned.

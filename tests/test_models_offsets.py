@@ -310,3 +310,19 @@ def test_a_rebuilt_tensor_with_the_same_mask_does_not_resume_old_models(movie, s
     rebuilt = dataclasses.replace(movie, landmarks=movie.landmarks + np.float32(0.01))
     with pytest.raises(ValueError, match="different configuration.*landmarks_sha"):
         fit_model("fvae", rebuilt, train, cfg.models, cfg.train, tmp_path, resume=True)
+
+
+def test_new_members_factor_prior_carries_the_audience_correlations():
+    """Training members who laugh more also jump more: a new member seen laughing gets the jump too."""
+    from models.nets import Factors
+
+    factors = Factors(200, 5, 3, u_prior_std=1.0, v_prior_std=1.0)
+    g = torch.Generator().manual_seed(0)
+    laugh = torch.randn(200, generator=g)
+    with torch.no_grad():
+        factors.log_u.copy_(torch.stack([laugh, 0.9 * laugh + 0.2 * torch.randn(200, generator=g),
+                                         torch.randn(200, generator=g)], 1))
+    precision = factors.log_u_prior_precision()
+    # the prior's conditional mean of dim 1 given dim 0 one unit above the mean: −P10 / P11
+    assert float(-precision[1, 0] / precision[1, 1]) > 0.7
+    assert abs(float(-precision[2, 0] / precision[2, 2])) < 0.15       # an unrelated factor stays put
