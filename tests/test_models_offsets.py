@@ -322,7 +322,7 @@ def test_new_members_factor_prior_carries_the_audience_correlations():
     with torch.no_grad():
         factors.log_u.copy_(torch.stack([laugh, 0.9 * laugh + 0.2 * torch.randn(200, generator=g),
                                          torch.randn(200, generator=g)], 1))
-    precision = factors.log_u_prior_precision()
-    # the prior's conditional mean of dim 1 given dim 0 one unit above the mean: −P10 / P11
-    assert float(-precision[1, 0] / precision[1, 1]) > 0.7
-    assert abs(float(-precision[2, 0] / precision[2, 2])) < 0.15       # an unrelated factor stays put
+    cov = torch.linalg.inv(factors.log_u_prior_precision())
+    # the prior's mean of each factor given only factor 0, one unit above its mean: Σ_j0 / Σ_00
+    assert float(cov[1, 0] / cov[0, 0]) > 0.7
+    assert abs(float(cov[2, 0] / cov[0, 0])) < 0.15                     # an unrelated factor stays put
