@@ -25,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from models import checkpoint as ckpt
 from models import plots
 from models.data import Movie, completion_split, member_split, mse_per_face, prefix_split
 from models.train import Fitted, fit_model, supported_k
@@ -108,10 +109,20 @@ def fit_all(movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict
     """Fit (or load, when already trained under folder/<model>) every model in models.names."""
     fitted = {}
     for kind in names or cfg.models.names:
-        print(f"[models] {kind}: fitting on {int(train_mask.sum())} faces → {Path(folder) / kind}")
+        print(f"[models] {kind}: {_fit_state(Path(folder) / kind, cfg.train, resume)} "
+              f"({int(train_mask.sum())} training faces) → {Path(folder) / kind}")
         fitted[kind] = fit_model(kind, movie, train_mask, cfg.models, cfg.train, Path(folder) / kind,
                                  resume=resume, split=split)
     return fitted
+
+
+def _fit_state(folder: Path, train_cfg, resume: bool) -> str:
+    """What fit_model is about to do in `folder`: fit, resume an unfinished run, or reuse a finished one."""
+    if not resume or not (folder / "checkpoints" / "last").is_file():
+        return "fitting"
+    saved = ckpt.load_last(folder / "checkpoints")
+    done = saved is not None and (saved["kind"] == "tf" or saved.get("stopped") or saved["epoch"] >= train_cfg.epochs)
+    return "reusing the trained model" if done else "resuming"
 
 
 def score_cells(fitted: Fitted, movie: Movie, mask: np.ndarray, batch_size: int) -> tuple[float, float]:

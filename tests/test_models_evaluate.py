@@ -123,3 +123,14 @@ def test_default_yaml_matches_the_dataclasses():
     # the paper fits raw faces for a fixed number of epochs: our offsets and validation are off there
     assert not paper.models.member_offsets and paper.train.validation_every == 0
     assert cfg.models.member_offsets and cfg.train.validation_every > 0
+
+
+def test_protocols_say_when_they_reuse_a_trained_model(run, capsys):
+    run_dir, _, movie = run
+    capsys.readouterr()
+    completion(movie, tiny_config(), run_dir)                    # every model was trained by the fixture
+    said = capsys.readouterr().out
+    assert said.count("reusing the trained model") == 3 and "fitting" not in said
+    completion(movie, tiny_config(epochs=3), run_dir)            # one more epoch asked for: NLTF/FVAE go on
+    said = capsys.readouterr().out
+    assert said.count("resuming") == 2 and "tf: reusing" in said
