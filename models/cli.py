@@ -275,7 +275,10 @@ def standalone_main(command: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        return handler(args, cfg)
+        from pipeline.lock import workspace_lock   # one writer per workspace, as `audience <command>`
+
+        with workspace_lock(cfg.workspace.root):
+            return handler(args, cfg)
     except (ConfigError, DataError) as err:
         print(f"error: {err}")
         return 2

@@ -22,6 +22,8 @@ from configs.loader import ConfigError, dump_yaml
 from pipeline.store import DataError, Workspace, ensure_dir
 
 EXIT_USER_ERROR = 2
+# commands that only read the workspace: every other command holds the workspace lock (pipeline/lock.py)
+READ_ONLY_COMMANDS = frozenset({"status"})
 # modules that add their own subcommands through `register(subparsers)`
 OPTIONAL_COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.detector_training", "pipeline.live", "pipeline.inspection", "pipeline.export", "models.cli",
@@ -233,7 +235,20 @@ def _register_optional(sub, common) -> None:
         module.register(_SubparsersWithCommon(sub, common))
 
 
+def run_locked(args, cfg, command_line: str) -> int:
+    """The handler, holding the workspace lock unless the command only reads (a second writer is refused)."""
+    if args.command in READ_ONLY_COMMANDS:
+        return args.handler(args, cfg)
+    from pipeline.lock import workspace_lock
+
+    with workspace_lock(cfg.workspace.root, command_line):
+        return args.handler(args, cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -241,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             from configs import CONFIG_DIR
             args.config.insert(0, str(CONFIG_DIR / "demo.yaml"))
         cfg = load_cli_config(args)
-        return args.handler(args, cfg)
+        return run_locked(args, cfg, shlex.join(["audience", *argv]))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
