@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import sys
 from pathlib import Path
 
 from configs.loader import ConfigError, dump_yaml, stable_hash, to_dict
@@ -282,3 +283,6 @@ def standalone_main(command: str, argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}")
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -21,7 +21,9 @@ from pathlib import Path
 from configs.loader import ConfigError, dump_yaml
 from pipeline.store import DataError, Workspace, ensure_dir
 
-EXIT_USER_ERROR = 2
+# exit codes, as a Unix tool's: 0 success, 1 some units failed (or were blocked), 2 usage, config or data
+# errors (nothing to do included), 130 interrupted
+EXIT_OK, EXIT_UNITS_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # commands that only read the workspace: every other command holds the workspace lock (pipeline/lock.py)
 READ_ONLY_COMMANDS = frozenset({"status"})
 # modules that add their own subcommands through `register(subparsers)`
@@ -69,12 +71,43 @@ def save_resolved_config(cfg, workspace: Workspace, name: str) -> Path:
     return path
 
 
+def nothing_to_do_hint(stage: str, workspace: Workspace, movie: str | None) -> str:
+    """Why `stage` found no units, and the command that makes what is missing."""
+    from pipeline.detect import find_videos
+
+    if stage == "synthesize":
+        return f"nothing to do: synthesize makes the movies of synthetic.movie, not '{movie}': drop --movie"
+    videos = find_videos(workspace)
+    if not videos:
+        return (f"nothing to do: no recordings under {workspace.raw}: run `audience synthesize` (a synthetic "
+                f"screening) or `audience run --screenings FILE` (your recordings), or check --workspace")
+    movies = sorted({v[0] for v in videos})
+    if movie and movie not in movies:
+        return (f"nothing to do: no movie '{movie}' under {workspace.raw} (there: {', '.join(movies)}); "
+                f"check --movie")
+    of_movie = f" for {movie}" if movie else ""
+    return (f"nothing to do: the {stage} stage found no units of work under {workspace.root}{of_movie}; "
+            f"run the stages before it (`audience run` runs them all)")
+
+
+def check_something_to_do(name: str, cfg, workspace: Workspace, movie: str | None) -> None:
+    """A stage command that would find no work at all (an empty or mistyped workspace) is an error."""
+    from pipeline.stages import get_stage
+
+    units = get_stage(name).plan(cfg, workspace)
+    if not any(movie is None or unit.key[0] == movie for unit in units):
+        raise DataError(nothing_to_do_hint(name, workspace, movie))
+
+
 def run_stages(names, cfg, args) -> int:
-    """Run stages in order; print a one-screen summary; return the number of failed units."""
+    """Run stages in order; print a one-screen summary; return the number of failed units.
+
+    Raises DataError when the first stage has no unit at all to run or skip (nothing to do)."""
     from pipeline.runner import run_stage
     from pipeline.stages import get_stage
 
     workspace = workspace_of(cfg)
+    check_something_to_do(names[0], cfg, workspace, args.movie)
     ensure_dir(workspace.root)
     save_resolved_config(cfg, workspace, "+".join(names) if len(names) < 3 else "run")
     reports, fused_into = [], None
@@ -116,7 +149,7 @@ def summarize_tensors(workspace: Workspace, movie: str | None = None) -> None:
 
 
 def cmd_stage(args, cfg) -> int:
-    return run_stages([args.command], cfg, args)
+    return EXIT_UNITS_FAILED if run_stages([args.command], cfg, args) else EXIT_OK
 
 
 def cmd_run(args, cfg) -> int:
@@ -133,7 +166,7 @@ def cmd_run(args, cfg) -> int:
 
     print_rows_report(rows_report(workspace, cfg, args.movie))
     summarize_tensors(workspace, args.movie)
-    return 1 if failed else 0
+    return EXIT_UNITS_FAILED if failed else EXIT_OK
 
 
 def cmd_status(args, cfg) -> int:
@@ -162,7 +195,7 @@ def cmd_demo(args, cfg) -> int:
     failed = run_stages(list(STAGE_SPECS), cfg, args)
     if failed:
         print("demo stopped: the vision stages failed (see above)")
-        return 1
+        return EXIT_UNITS_FAILED
     summarize_tensors(workspace)
     from models.cli import run_models_demo
 
@@ -235,6 +268,24 @@ def _register_optional(sub, common) -> None:
         module.register(_SubparsersWithCommon(sub, common))
 
 
+def check_inspect(args, cfg) -> None:
+    """`inspect` draws tensors and landmarks: with neither there is nothing to draw."""
+    workspace, movie = workspace_of(cfg), args.movie or "*"
+    tensors = list(workspace.tensors.glob(f"{movie}.h5")) if workspace.tensors.is_dir() else []
+    landmarks = workspace.cache / "landmarks"
+    chunks = list(landmarks.glob(f"{movie}/*/*/*.h5")) if landmarks.is_dir() else []
+    if not tensors and not chunks:
+        what = f" of movie '{args.movie}'" if args.movie else ""
+        raise DataError(f"nothing to inspect: no tensors{what} under {workspace.tensors} and no landmarks under "
+                        f"{landmarks}: run `audience run` first (with no recordings yet: `audience synthesize` or "
+                        f"`audience run --screenings FILE`), or check --workspace"
+                        + (" and --movie" if what else ""))
+
+
+# checks a command's inputs before it runs (an empty or mistyped workspace is an error, not a silent success)
+PRECONDITIONS = {"inspect": check_inspect}
+
+
 def run_locked(args, cfg, command_line: str) -> int:
     """The handler, holding the workspace lock unless the command only reads (a second writer is refused)."""
     if args.command in READ_ONLY_COMMANDS:
@@ -242,10 +293,20 @@ def run_locked(args, cfg, command_line: str) -> int:
     from pipeline.lock import workspace_lock
 
     with workspace_lock(cfg.workspace.root, command_line):
+        if args.command in PRECONDITIONS:
+            PRECONDITIONS[args.command](args, cfg)
         return args.handler(args, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     import shlex
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -260,9 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: finished units are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
