@@ -149,7 +149,7 @@ def run_and_kill(folder: Path, stage: str, delay_s: float, workers: int, tag: st
         assert proc.returncode == 0, log.read_text()
         return None
     printed = parse_summary(log.read_text())
-    landed = next(s for s in stages_of(sub) if s not in printed)
+    landed = next((s for s in stages_of(sub) if s not in printed), None)   # None: every stage had finished
     print(f"killed in {landed} after {(time.time_ns() - launched_ns) / 1e9:.1f} s, "
           f"{len(temp_files(folder / WS))} temp file(s) left behind")
     return landed
