@@ -301,31 +301,15 @@ def run_locked(args, cfg, command_line: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
-    sys.unraisablehook = _deliver_interrupts(sys.unraisablehook)
+    from pipeline.runner import deliver_interrupts
+
+    sys.unraisablehook = deliver_interrupts(sys.unraisablehook)
     try:
         return _main(argv)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C during clean-up: no traceback
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _deliver_interrupts(fallback):
-    """An unraisable-exception hook: a Ctrl-C that lands in a finalizer (a weakref callback, a __del__)
-    cannot propagate, so Python would print 'Exception ignored … KeyboardInterrupt' and carry on.
-    Hand it to the main thread instead, silently (nothing happens once SIGINT is ignored)."""
-    import _thread
-
-    if getattr(fallback, "delivers_interrupts", False):
-        return fallback
-
-    def hook(unraisable):
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            _thread.interrupt_main()
-        else:
-            fallback(unraisable)
-    hook.delivers_interrupts = True
-    return hook
 
 
 def _main(argv: list[str] | None) -> int:

@@ -236,7 +236,7 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
             bar.update()
     else:
         ctx = mp.get_context("spawn")   # no HDF5 handles or threads leak across a fork
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_quiet_ctrl_c) as pool:
             futures = [pool.submit(fn, *job_args) for fn, job_args in jobs]
             for future in cf.as_completed(futures):
                 try:
@@ -250,6 +250,39 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
         sweep_orphans(folder)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _quiet_ctrl_c() -> None:
+    """Worker start-up: a Ctrl-C (SIGINT to the whole process group) stops the worker without the
+    'Exception ignored … KeyboardInterrupt' tracebacks of one that lands in a finalizer."""
+    import sys
+
+    sys.unraisablehook = deliver_interrupts(sys.unraisablehook)
+
+
+def deliver_interrupts(fallback):
+    """An unraisable-exception hook: a Ctrl-C that lands in a finalizer (a weakref callback, a __del__)
+    cannot propagate, so Python would print 'Exception ignored … KeyboardInterrupt' and carry on.
+    Deliver it again, silently, a moment later from another thread, once the finalizer is over (a
+    re-delivery from inside the hook would only raise in the hook; nothing happens once SIGINT is
+    ignored)."""
+    import _thread
+    import threading
+
+    if getattr(fallback, "delivers_interrupts", False):
+        return fallback
+
+    def later():
+        time.sleep(0.05)
+        _thread.interrupt_main()
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Thread(target=later, daemon=True).start()
+        else:
+            fallback(unraisable)
+    hook.delivers_interrupts = True
+    return hook
 
 
 def _record(report: StageReport, name: str, error: str | None, fused: bool = False) -> None:

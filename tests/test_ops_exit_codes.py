@@ -74,3 +74,18 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, workers):
     assert proc.returncode == 130, out + err
     assert err.strip().splitlines()[-1] == "interrupted; rerun the same command to resume"
     assert "Traceback" not in err, err
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again_silently():
+    from types import SimpleNamespace
+
+    from pipeline.runner import deliver_interrupts
+
+    printed = []
+    hook = deliver_interrupts(printed.append)
+    hook(SimpleNamespace(exc_value=ValueError("other")))      # anything else goes to the previous hook
+    assert len(printed) == 1
+    with pytest.raises(KeyboardInterrupt):
+        hook(SimpleNamespace(exc_value=KeyboardInterrupt()))  # returns at once, raises soon after
+        time.sleep(5)
+    assert len(printed) == 1 and deliver_interrupts(hook) is hook
