@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.store import DataError
+from pipeline.store import DataError, ensure_dir
 
 LOCK_NAME = ".audience.lock"
 
@@ -71,12 +71,7 @@ def workspace_lock(root: str | Path, command: str | None = None):
     The root is created first when it does not exist yet (e.g. `synthesize` making a new workspace).
     Re-entrant within one process (a command that runs another command's code keeps one lock).
     """
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"cannot create the workspace folder {root}: {err.strerror or err}. "
-                        f"Check the path given by --workspace (or workspace.root).") from err
+    root = ensure_dir(Path(root))
     path = lock_path(root)
     key = os.path.realpath(path)
     if key in _held:
