@@ -222,7 +222,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="run folder written by train/evaluate")
-    p.add_argument("--model", choices=("fvae", "nltf", "tf", "vae"), default=None,
+    p.add_argument("--model", choices=__import__("models.registry").registry.MODEL_NAMES, default=None,
                    help="which trained model (default: fvae if trained, else the first of nltf, tf, vae)")
     p.add_argument("--split", choices=("completion", "all"), default=None,
                    help="the model trained on the completion split's training faces (<run>/completion/) or on "

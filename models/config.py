@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-MODEL_NAMES = ("tf", "nltf", "fvae", "vae")
+from models import registry  # light: the registry imports no model at import
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ class ModelsConfig:
         if ((self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0
                 or min(self.kl_weight, self.kl_warmup_epochs, self.predictive_weight) < 0):
             raise ValueError("models: prior stds must be > 0; kl_weight, kl_warmup_epochs and predictive_weight >= 0")
-        unknown = [m for m in self.names if m not in MODEL_NAMES]
+        unknown = [m for m in self.names if m not in registry.REGISTRY]
         if unknown or not self.names:
-            raise ValueError(f"models.names: unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"models.names: unknown model(s) {unknown}; choose from {', '.join(registry.REGISTRY)}")
 
 
 @dataclass(frozen=True)

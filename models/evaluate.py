@@ -26,7 +26,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from models import checkpoint as ckpt
-from models import plots
+from models import plots, registry
 from models.data import Movie, completion_split, member_split, mse_per_face, prefix_split
 from models.train import Fitted, fit_model, supported_k
 from pipeline.store import write_text_atomic
@@ -121,7 +121,7 @@ def _fit_state(folder: Path, train_cfg, resume: bool) -> str:
     if not resume or not (folder / "checkpoints" / "last").is_file():
         return "fitting"
     saved = ckpt.load_last(folder / "checkpoints")
-    done = saved is not None and (saved["kind"] == "tf" or saved.get("stopped") or saved["epoch"] >= train_cfg.epochs)
+    done = saved is not None and (registry.spec(saved["kind"]).trainer == "als" or saved.get("stopped") or saved["epoch"] >= train_cfg.epochs)
     return "reusing the trained model" if done else "resuming"
 
 
@@ -135,9 +135,8 @@ def score_cells(fitted: Fitted, movie: Movie, mask: np.ndarray, batch_size: int)
 
 
 def reconstruction_mse(fitted: Fitted, movie: Movie, mask: np.ndarray, batch_size: int) -> float | None:
-    """Encode-decode error for models with an encoder (FVAE, VAE): the VAE-style reconstruction."""
-    if not hasattr(fitted.model, "reconstruct"):
-        return None
+    """Encode-decode error for models with an encoder (FVAE, VAE): the VAE-style reconstruction;
+    None for a model without one (its reconstruct() returns None)."""
     ii, tt = np.nonzero(mask)
     out = []
     with torch.no_grad():
@@ -145,8 +144,11 @@ def reconstruction_mse(fitted: Fitted, movie: Movie, mask: np.ndarray, batch_siz
             rows = ii[s:s + batch_size]
             x = torch.from_numpy(fitted.encode(movie.landmarks[rows, tt[s:s + batch_size]], rows))
             members = torch.as_tensor(rows, device=fitted.device, dtype=torch.long)
-            out.append(fitted.decode(fitted.model.reconstruct(x.to(fitted.device), members), rows))
-    return mse_per_face(np.concatenate(out), movie.landmarks[ii, tt])
+            recon = fitted.model.reconstruct(x.to(fitted.device), members)
+            if recon is None:
+                return None
+            out.append(fitted.decode(recon, rows))
+    return mse_per_face(np.concatenate(out), movie.landmarks[ii, tt]) if out else None
 
 
 def kept_model(fitted: Fitted) -> str:
@@ -220,8 +222,8 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
 
 @contextlib.contextmanager
 def frozen(model):
-    """Temporarily stop gradients into a model's own parameters."""
-    params = [p for p in model.parameters() if p.requires_grad] if hasattr(model, "parameters") else []
+    """Temporarily stop gradients into a model's own parameters (TF has none)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     try:
@@ -268,35 +270,15 @@ def infer_codes(fitted: Fitted, x_norm: np.ndarray, seen: np.ndarray, steps: int
     x_norm is what the model fits: normalized faces, minus the members' offsets when the
     model uses them (infer_members handles the offsets).
 
-    TF: ridge-regularized non-negative least squares for U. NLTF/FVAE: MAP of
-    log U by Adam under a normal prior fitted to the training members' log U (their
-    mean and covariance: Factors.log_u_prior_precision; a member seen for no second
-    at all gets the mean). VAE: mean encoder latent of the seen faces.
+    Each model infers its own codes (models.registry.FactorModel.infer_codes): TF by
+    ridge-regularized non-negative least squares for U; NLTF/FVAE by MAP of log U
+    under a normal prior fitted to the training members' log U (their mean and
+    covariance: Factors.log_u_prior_precision; a member seen for no second at all gets
+    the mean); the VAE as the mean encoder latent of the seen faces.
     """
-    model, dev = fitted.model, fitted.device
-    x = torch.from_numpy(np.nan_to_num(x_norm)).to(dev)
-    mask = torch.from_numpy(seen).to(dev)
-    if fitted.kind == "tf":
-        return model.infer_members(x, mask)
-    i, t = (torch.from_numpy(a).long().to(dev) for a in np.nonzero(seen))
-    with torch.no_grad():
-        target = model.prepare_rows(x[i, t]) if hasattr(model, "prepare_rows") else model.encoder(x[i, t])[0]
-    if fitted.kind == "vae":
-        total = torch.zeros(len(x), target.shape[1], device=dev).index_add_(0, i, target)
-        count = torch.bincount(i, minlength=len(x)).clamp_min(1)[:, None]
-        return torch.where(count.expand_as(total) > 0, total / count, model.member_z.mean(0, keepdim=True))
-    prior_mean, precision = model.factors.log_u_prior_mean(), model.factors.log_u_prior_precision()
-    log_u = prior_mean.repeat(len(x), 1).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([log_u], lr=lr)
-    with frozen(model), torch.enable_grad():
-        for _ in range(steps):
-            data = model.row_objective(log_u[i], target, t).sum()
-            centred = log_u - prior_mean
-            prior = 0.5 * ((centred @ precision) * centred).sum()
-            optimizer.zero_grad(set_to_none=True)
-            (data + prior).backward()
-            optimizer.step()
-    return log_u.detach()
+    x = torch.from_numpy(np.nan_to_num(x_norm)).to(fitted.device)
+    mask = torch.from_numpy(seen).to(fitted.device)
+    return fitted.model.infer_codes(x, mask, steps, lr)
 
 
 def submovie(movie: Movie, rows: np.ndarray) -> Movie:
@@ -366,7 +348,7 @@ def latent_sweep(fitted: Fitted, z_obs: np.ndarray, points: int) -> tuple[np.nda
 
 def member_features(fitted: Fitted, u: np.ndarray) -> np.ndarray:
     """Rows of U on a scale fit for k-means: log U for the log-normal models, U for TF; columns standardized."""
-    feats = u if fitted.kind == "tf" else np.log(np.clip(u, 1e-12, None))
+    feats = np.log(np.clip(u, 1e-12, None)) if fitted.spec.log_codes else u
     return (feats - feats.mean(0)) / feats.std(0).clip(1e-9)
 
 
@@ -387,7 +369,7 @@ def factors(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
     ev, folder = cfg.evaluate, Path(run_dir) / "factors"
     train_mask, _ = completion_split(movie.mask, ev.holdout_every, ev.seed)
     split = {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed}
-    names = tuple(k for k in cfg.models.names if k in ("tf", "nltf", "fvae"))
+    names = tuple(k for k in cfg.models.names if registry.spec(k).factorized)
     fitted = fit_all(movie, train_mask, cfg, Path(run_dir) / "completion", split, resume, names)
     truth = {k: movie.extra[k] for k in ("true_u", "true_v", "true_group") if k in movie.extra}
     figures, scores = [], []
@@ -439,7 +421,7 @@ def _truth_scores(fitted: Fitted, u: np.ndarray, v: np.ndarray, feats: np.ndarra
         s = recovery_scores(v, np.asarray(truth["true_v"], dtype=float))
         out.update(v_r2=s["r2"], v_matched_corr=s["matched_abs_corr"])
     if "true_u" in truth and len(truth["true_u"]) == len(u):
-        learned = u if fitted.kind == "tf" else np.log(np.clip(u, 1e-12, None))
+        learned = np.log(np.clip(u, 1e-12, None)) if fitted.spec.log_codes else u
         s = recovery_scores(learned, np.log(np.asarray(truth["true_u"], dtype=float)))
         out.update(log_u_r2=s["r2"], u_matched_corr=s["matched_abs_corr"])
     if "true_group" in truth and len(truth["true_group"]) == len(u):

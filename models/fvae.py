@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.nets import Factors, ObsNoise, decoder_mlp, kl_normal, mlp
+from models.nets import (Factors, ObsNoise, TorchModel, decoder_mlp, infer_log_u, kl_normal, mean_per_row, mlp,
+                         seen_faces)
 from pipeline.store import N_COORDS
 
 
@@ -37,7 +38,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + (0.5 * logvar).exp() * torch.randn_like(mu)
 
 
-class FVAE(nn.Module):
+class FVAE(TorchModel):
     kind = "fvae"
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
@@ -53,8 +54,9 @@ class FVAE(nn.Module):
         self.decoder = decoder_mlp(k, hidden, layers, d)
         self.noise = ObsNoise(obs_std)
 
-    def args(self) -> dict:
-        return dict(self._args)
+    @classmethod
+    def extra_config(cls, models_cfg) -> dict:
+        return {"predictive_weight": models_cfg.predictive_weight}
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
         """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs,
@@ -91,6 +93,11 @@ class FVAE(nn.Module):
         bias = 0.0 if i is None else self.factors.member_bias(i)
         return self.decoder(self.encoder(x - bias)[0]).float() + bias
 
+    @torch.no_grad()
+    def encode_faces(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 136) faces of members i → (B, K) posterior means."""
+        return self.encoder(x - (0.0 if i is None else self.factors.member_bias(i)))[0]
+
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()
 
@@ -111,17 +118,22 @@ class FVAE(nn.Module):
             loss = loss + self.predictive_weight * self.noise.nll(self.decoder(z).float(), x)
         return loss
 
-    def finalize(self, *_):
-        pass
+    def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+        """New members' log U: MAP under the training members' prior (models.nets.infer_log_u)."""
+        i, t, faces = seen_faces(x, seen)
+        with torch.no_grad():
+            target = self.prepare_rows(faces)
+        return infer_log_u(self, target, i, t, len(x), steps, lr)
 
 
-class VAE(nn.Module):
+class VAE(TorchModel):
     """Per-face VAE with a N(0, I) prior: no factorization, a reference for reconstruction.
 
     It has no notion of members or seconds; a missing face is predicted by
     decoding the member's mean latent over its training faces (set by finalize).
     """
     kind = "vae"
+    finalize_sets_state = True
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
                  obs_std: float | None = None, d: int = N_COORDS, **_):
@@ -132,9 +144,6 @@ class VAE(nn.Module):
         self.decoder = decoder_mlp(k, hidden, layers, d)
         self.noise = ObsNoise(obs_std)
         self.register_buffer("member_z", torch.zeros(n_members, k))   # (N, K) mean latent per member
-
-    def args(self) -> dict:
-        return dict(self._args)
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
         mu, logvar = self.encoder(x)
@@ -165,3 +174,15 @@ class VAE(nn.Module):
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()
+
+    @torch.no_grad()
+    def encode_faces(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 136) faces → (B, K) posterior means."""
+        return self.encoder(x)[0]
+
+    @torch.no_grad()
+    def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int = 0, lr: float = 0.0) -> torch.Tensor:
+        """New members' code: the mean encoder latent of their seen faces (the training members'
+        mean code for a member with none)."""
+        i, _, faces = seen_faces(x, seen)
+        return mean_per_row(self.encoder(faces)[0], i, len(x), self.member_z.mean(0, keepdim=True))

@@ -116,3 +116,89 @@ def kl_normal(mu: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor) 
     return 0.5 * (logvar.exp() + (mu - prior_mean) ** 2 - 1.0 - logvar).sum(-1)
 
 
+
+
+class TorchModel(nn.Module):
+    """Base of the torch models: the parts of models.registry.FactorModel most models share.
+
+    A subclass sets `kind`, takes (n_members, n_seconds, k, hidden=…, layers=…, …) and stores
+    its constructor arguments in self._args; `extra_config` adds its own settings to what
+    `from_config` passes.
+    """
+    kind = "?"
+    finalize_sets_state = False          # True: finalize() writes buffers a checkpoint must hold
+
+    @classmethod
+    def extra_config(cls, models_cfg) -> dict:
+        """Constructor arguments beyond the shared ones, from models_cfg (e.g. the FVAE's predictive_weight)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, n_members: int, n_seconds: int, models_cfg) -> "TorchModel":
+        return cls(n_members, n_seconds, models_cfg.k, hidden=models_cfg.hidden, layers=models_cfg.layers,
+                   u_prior_std=models_cfg.u_prior_std, v_prior_std=models_cfg.v_prior_std,
+                   obs_std=models_cfg.obs_std, member_bias=models_cfg.member_offsets,
+                   **cls.extra_config(models_cfg))
+
+    @classmethod
+    def from_args(cls, args: dict, device) -> "TorchModel":
+        return cls(**args).to(device)
+
+    def args(self) -> dict:
+        return dict(self._args)
+
+    def prepare(self, faces) -> None:
+        """Data-derived state set before training (and again before resuming): none by default."""
+
+    def finalize(self, faces) -> None:
+        """Deterministic state set after training: none by default."""
+
+    def latents(self):
+        return None
+
+    def reconstruct(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor | None:
+        return None
+
+    def learned_member_bias(self) -> torch.Tensor | None:
+        factors = getattr(self, "factors", None)
+        return None if factors is None else factors.bias
+
+
+def infer_log_u(model, target: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_rows: int,
+                steps: int, lr: float) -> torch.Tensor:
+    """MAP log U (n_rows, K) of new members under the training members' prior (Factors.log_u_prior_*),
+    by Adam on Σ model.row_objective(log_u[i], target, t) + the prior, everything else frozen.
+    A member with no face gets the prior mean."""
+    prior_mean, precision = model.factors.log_u_prior_mean(), model.factors.log_u_prior_precision()
+    log_u = prior_mean.repeat(n_rows, 1).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([log_u], lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                data = model.row_objective(log_u[i], target, t).sum()
+                centred = log_u - prior_mean
+                prior = 0.5 * ((centred @ precision) * centred).sum()
+                optimizer.zero_grad(set_to_none=True)
+                (data + prior).backward()
+                optimizer.step()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return log_u.detach()
+
+
+def seen_faces(x: torch.Tensor, seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(i, t, faces) of the seen cells of x (R, T, D), seen (R, T)."""
+    i, t = torch.nonzero(seen, as_tuple=True)
+    return i, t, x[i, t]
+
+
+def mean_per_row(values: torch.Tensor, i: torch.Tensor, n_rows: int, fallback: torch.Tensor) -> torch.Tensor:
+    """(n_rows, C) mean of `values` (M, C) per row index i (M,); `fallback` (1, C) for rows with none."""
+    total = torch.zeros(n_rows, values.shape[1], device=values.device, dtype=values.dtype).index_add_(0, i, values)
+    count = torch.bincount(i, minlength=n_rows).clamp_min(1)[:, None]
+    has = torch.bincount(i, minlength=n_rows)[:, None] > 0
+    return torch.where(has.expand_as(total), total / count, fallback.to(total.dtype).expand_as(total))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.nets import Factors, ObsNoise, decoder_mlp
+from models.nets import Factors, ObsNoise, TorchModel, decoder_mlp, infer_log_u, seen_faces
 from pipeline.store import N_COORDS
 
 
-class NLTF(nn.Module):
+class NLTF(TorchModel):
     kind = "nltf"
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
@@ -21,9 +21,6 @@ class NLTF(nn.Module):
         self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std, d if member_bias else 0)
         self.decoder = decoder_mlp(k, hidden, layers, d)                      # f_θ: K → 136
         self.noise = ObsNoise(obs_std)
-
-    def args(self) -> dict:
-        return dict(self._args)
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
         """Negative log posterior per observed face; the priors are spread over all n_obs faces."""
@@ -56,5 +53,9 @@ class NLTF(nn.Module):
         """What row_objective compares against (raw faces for NLTF)."""
         return x
 
-    def finalize(self, *_):
-        pass
+    def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+        """New members' log U: MAP under the training members' prior (models.nets.infer_log_u)."""
+        i, t, faces = seen_faces(x, seen)
+        with torch.no_grad():
+            target = self.prepare_rows(faces)
+        return infer_log_u(self, target, i, t, len(x), steps, lr)

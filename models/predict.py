@@ -27,13 +27,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from models import registry
 from pipeline.store import N_COORDS, DataError, MovieTensor, atomic_path, file_digest, read_movie_tensor
 
 SCHEMA_VERSION = 1
 CREATED_BY = "audience predict"
 # train --split value → the run sub-folder its models are in (`evaluate` trains under completion/ too)
 SPLIT_FOLDERS = {"completion": "completion", "all": "full"}
-MODEL_PREFERENCE = ("fvae", "nltf", "tf", "vae")      # the default --model: the first one trained
+MODEL_PREFERENCE = registry.MODEL_NAMES   # the default --model: the first one trained, in the registry's order
 
 
 # ----------------------------------------------------------------------------- trained models of a run
@@ -58,7 +59,7 @@ def trained_kinds(run_dir: Path) -> dict[str, list[str]]:
     """{split: [model kinds with a checkpoint]} for the run's completion/ and full/ folders."""
     out = {}
     for split, sub in SPLIT_FOLDERS.items():
-        out[split] = [kind for kind in MODEL_PREFERENCE
+        out[split] = [kind for kind in registry.REGISTRY
                       if (Path(run_dir) / sub / kind / "checkpoints" / "last").is_file()]
     return out
 
@@ -72,8 +73,8 @@ def find_trained(run_dir: str | Path, kind: str | None = None, split: str | None
     if not run_dir.is_dir():
         raise DataError(f"run folder not found: {run_dir}. Pass the --run-dir that `audience train` "
                         f"or `audience evaluate` wrote (data/runs/<movie>-<hash>).")
-    if kind is not None and kind not in MODEL_PREFERENCE:
-        raise DataError(f"unknown model '{kind}'; choose {', '.join(MODEL_PREFERENCE)}")
+    if kind is not None and kind not in registry.REGISTRY:
+        raise DataError(f"unknown model '{kind}'; choose {', '.join(registry.REGISTRY)}")
     if split is not None and split not in SPLIT_FOLDERS:
         raise DataError(f"unknown split '{split}'; choose completion or all")
     found = trained_kinds(run_dir)

@@ -42,6 +42,7 @@ class TensorFactorization:
     """Non-negative masked CP model; the same code runs on CPU or CUDA."""
 
     kind = "tf"
+    finalize_sets_state = False
 
     def __init__(self, n_members: int, n_seconds: int, k: int, ridge: float = 1e-4,
                  device: torch.device | str = "cpu", d: int = N_COORDS):
@@ -50,6 +51,15 @@ class TensorFactorization:
         self.v = torch.zeros(n_seconds, k, device=self.device)          # (T, K)
         self.f = torch.zeros(d, k, device=self.device)                  # (136, K)
         self.history: list[float] = []
+
+    @classmethod
+    def from_config(cls, n_members: int, n_seconds: int, models_cfg, ridge: float | None = None,
+                    device: torch.device | str = "cpu") -> "TensorFactorization":
+        return cls(n_members, n_seconds, models_cfg.k, models_cfg.tf.ridge if ridge is None else ridge, device)
+
+    @classmethod
+    def from_args(cls, args: dict, device) -> "TensorFactorization":
+        return cls(**args, device=device)
 
     # ------------------------------------------------------------------ fitting
 
@@ -173,8 +183,24 @@ class TensorFactorization:
         start = u_bar.expand(len(x), -1)
         return hals_nonneg(gram + prior, rhs, start, sweeps)
 
+    def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int = 0, lr: float = 0.0) -> torch.Tensor:
+        """New members' U (models.registry.FactorModel): ridge-regularized non-negative least squares."""
+        return self.infer_members(x, seen)
+
+    def prepare(self, faces) -> None:
+        pass
+
     def finalize(self, *_):
         pass
+
+    def reconstruct(self, x: torch.Tensor, i: torch.Tensor | None = None) -> None:
+        return None          # no encoder
+
+    def learned_member_bias(self) -> None:
+        return None
+
+    def parameters(self) -> list:
+        return []            # fitted by ALS, not by gradients
 
     # ------------------------------------------------------------------ state
 

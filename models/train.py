@@ -30,14 +30,13 @@ from tqdm import tqdm
 
 from configs.loader import to_dict
 from models import checkpoint as ckpt
+from models import registry
 from models.config import ModelsConfig, TrainConfig
 from models.data import Faces, MemberOffsets, Movie, Normalizer, pick_device, validation_split
-from models.fvae import FVAE, VAE
-from models.nltf import NLTF
+from models.registry import FactorModel, ModelSpec
 from models.tf import TensorFactorization
 from pipeline.store import DataError, write_text_atomic
 
-TORCH_MODELS = {"nltf": NLTF, "fvae": FVAE, "vae": VAE}
 RUNTIME_FIELDS = ("epochs", "device", "progress", "compile", "cpu_threads", "checkpoint_every", "keep_checkpoints", "amp")
 
 
@@ -52,11 +51,15 @@ class Fitted:
     adds the member's offset back before decoding to the tensor's units.
     """
     kind: str
-    model: object                      # TensorFactorization or an nn.Module
+    model: FactorModel                 # models.registry's protocol: TensorFactorization or a torch model
     normalizer: Normalizer
     device: torch.device
     metrics: list
     offsets: MemberOffsets | None = None
+
+    @property
+    def spec(self) -> ModelSpec:
+        return registry.spec(self.kind)
 
     def _offset_rows(self, offsets: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
         return None if offsets is None else torch.as_tensor(offsets, device=self.device, dtype=torch.float32)
@@ -125,8 +128,7 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
     fix); resume=True continues from its `last` checkpoint (or loads the
     finished model) after checking that configuration and data are the same.
     """
-    if kind != "tf" and kind not in TORCH_MODELS:
-        raise ValueError(f"unknown model '{kind}'; choose tf, nltf, fvae or vae")
+    spec = registry.spec(kind)         # an unknown name: ValueError naming the choices
     if train_mask.shape != movie.mask.shape or (train_mask & ~movie.mask).any():
         raise DataError("the training mask must be (N, T) and select only observed faces")
     if not train_mask.any():
@@ -149,7 +151,7 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
     faces = Faces(minus_offsets(x_norm, offsets), fit_mask, device)
     val = None if val_mask is None else Validation(faces, val_mask)
     with cpu_threads(train_cfg.cpu_threads if device.type == "cpu" else 0):
-        if kind == "tf":
+        if spec.trainer == "als":
             return _fit_tf(faces, val, train_mask, x_norm, normalizer, offsets, models_cfg, train_cfg, folder,
                            fingerprint, saved)
         return _fit_torch(kind, faces, val, train_mask, normalizer, offsets, models_cfg, train_cfg, Path(out_dir),
@@ -253,11 +255,14 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
             # a tensor rebuilt with other vision settings but the same mask must not resume old models
             # hashed through the buffer, not .tobytes(): no second copy of a paper-sized tensor
             "landmarks_sha": hashlib.sha256(np.ascontiguousarray(movie.landmarks)).hexdigest()[:16]}
-    if kind == "tf":
+    spec = registry.spec(kind)
+    if spec.trainer == "als":
         model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed,
                  "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every}
     else:
-        model = {k: v for k, v in to_dict(models_cfg).items() if k not in ("names", "tf")}
+        # the shared settings and this model's own section; the other models' sections do not shape it
+        others = {"names", "tf", *(f for f in registry.config_fields() if f != spec.config_field)}
+        model = {k: v for k, v in to_dict(models_cfg).items() if k not in others}
         model["train"] = {k: v for k, v in to_dict(train_cfg).items() if k not in RUNTIME_FIELDS}
     return json.loads(json.dumps({"kind": kind, **model, "data": data, "split": split}, default=str))
 
@@ -285,7 +290,7 @@ def _offsets_for_new_members(model, x: torch.Tensor, train_mask: np.ndarray, off
         sq += float(((x[i, t] - model.predict(i, t).float()) ** 2).sum())
     counts = train_mask.sum(1)
     within = sq / max(int(counts.sum()) - int((counts > 0).sum()), 1)
-    bias = getattr(getattr(model, "factors", None), "bias", None)
+    bias = model.learned_member_bias()
     effective = offsets.offsets + (0.0 if bias is None else bias.detach().float().cpu().numpy())
     return offsets.for_new_members(effective, counts, within)
 
@@ -348,11 +353,8 @@ def _fit_tf(faces: Faces, val: Validation | None, train_mask: np.ndarray, x_norm
 
 
 def build_torch_model(kind: str, n_members: int, n_seconds: int, models_cfg: ModelsConfig) -> torch.nn.Module:
-    extra = {"predictive_weight": models_cfg.predictive_weight} if kind == "fvae" else {}
-    return TORCH_MODELS[kind](n_members, n_seconds, models_cfg.k, hidden=models_cfg.hidden,
-                              layers=models_cfg.layers, u_prior_std=models_cfg.u_prior_std,
-                              v_prior_std=models_cfg.v_prior_std, obs_std=models_cfg.obs_std,
-                              member_bias=models_cfg.member_offsets, **extra)
+    """A fresh model `kind` (the registry's spec builds it from models_cfg), on the CPU."""
+    return registry.spec(kind).build(n_members, n_seconds, models_cfg)
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -397,6 +399,7 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
     ckpt.seed_everything(train_cfg.seed)
     n_members, n_seconds = faces.mask.shape
     model = build_torch_model(kind, n_members, n_seconds, models_cfg).to(device)
+    model.prepare(faces)     # data-derived state (e.g. neutral faces); deterministic, so resuming redoes it
     optimizer = make_optimizer(model, train_cfg)
     generator = torch.Generator(device=device).manual_seed(train_cfg.seed)
     start_epoch, metrics, best, stopped = 0, [], None, False
@@ -448,7 +451,7 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
     # the kept model is saved after training, and also when a kill came between the last epoch's
     # checkpoint and this save (a resumed run that finds every epoch done but no "final")
     if payload is not None and (trained or "final" not in payload) and (
-            kind == "vae" or best is not None or offsets is not None):
+            model.finalize_sets_state or best is not None or offsets is not None):
         payload = {**payload, "final": _state_copy(model), "metrics": metrics, "offsets": _offsets_state(offsets)}
         ckpt.save(out_dir / "checkpoints", f"epoch_{payload['epoch']:04d}.pt", payload, train_cfg.keep_checkpoints)
         _write_metrics(out_dir, metrics)
@@ -507,10 +510,7 @@ def load_fitted(folder: Path, device: str = "auto") -> Fitted:
     if saved.get("fingerprint", {}).get("member_offsets") and offsets is None:
         raise ValueError(f"{folder}: the checkpoint was trained with member offsets but does not hold them; "
                          f"it is incomplete. Retrain the model (delete {folder} or use another --run-dir).")
-    if saved["kind"] == "tf":
-        model = TensorFactorization(**saved["args"], device=dev)
-    else:
-        model = TORCH_MODELS[saved["kind"]](**saved["args"]).to(dev)
+    model = registry.spec(saved["kind"]).load(saved["args"], dev)
     # "final": the model kept after training (best validation epoch, VAE latents set); else the last state
     state = saved.get("final") or (saved["best"]["model"] if saved.get("best") else saved["model"])
     model.load_state_dict(state)
