@@ -145,3 +145,59 @@ def cluster_figure(u_scaled: np.ndarray, labels: np.ndarray, exemplar_faces: np.
         axc.set_title(f"cluster {c} (n={int((labels == c).sum())})", fontsize=8)
     fig.suptitle(title)
     return save(fig, path)
+
+
+def _timecode_axis(ax) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda s, _: f"{int(s) // 60}:{int(s) % 60:02d}"))
+
+
+def reaction_timeline(rx, path: Path, movie: str) -> Path:
+    """One panel per reaction: the audience's trimmed-mean departure from each viewer's resting face,
+    its 95 % band, each session on the movie clock, and the reported moments."""
+    from models.reactions import REACTIONS
+
+    n = len(REACTIONS)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(11, 1.55 * n + 1.6), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    t = rx.seconds
+    for r, (ax, reaction) in enumerate(zip(axes, REACTIONS)):
+        lo, hi = rx.level[:, r] - 1.96 * rx.se[:, r], rx.level[:, r] + 1.96 * rx.se[:, r]
+        ax.fill_between(t, lo, hi, color=f"C{r}", alpha=0.25, lw=0, label="95 % band")
+        ax.plot(t, rx.level[:, r], color=f"C{r}", lw=1.2, label="whole audience")
+        for j, (session, level) in enumerate(rx.sessions.items()):
+            if len(rx.sessions) > 1:
+                ax.plot(t, level[:, r], color="0.35", lw=0.6, ls=("--", ":", "-.")[j % 3], label=f"session {session}")
+        for m in rx.moments:
+            if m["reaction"] == reaction.name:
+                ax.axvline(m["second"], color="k", lw=0.7, alpha=0.6)
+                ax.text(m["second"], 1.0, m["timecode"], transform=ax.get_xaxis_transform(), fontsize=7,
+                        ha="center", va="bottom")
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.set_ylabel(f"{reaction.name}\n(IOD)", rotation=0, ha="right", va="center", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper left", bbox_to_anchor=(0, 1.45))
+    axes[-1].plot(t, rx.present, color="0.3", lw=0.9)
+    axes[-1].set_ylabel("viewers\nseen", rotation=0, ha="right", va="center", fontsize=9)
+    axes[-1].set_xlabel("movie time (min:s)")
+    axes[-1].grid(alpha=0.3)
+    _timecode_axis(axes[-1])
+    fig.suptitle(f"{movie}: the audience's reactions over the movie. Each curve: how far the faces depart "
+                 "from each viewer's resting face,\nin inter-ocular distances (IOD); vertical lines: reported "
+                 "moments", fontsize=9, y=1.0)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def moment_faces(faces: np.ndarray, neutral: np.ndarray, labels: list[str], path: Path, gain: float) -> Path:
+    """The audience's average face at each moment (black) over its resting face (grey)."""
+    n = len(faces)
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
+    for ax, face, label in zip(axes[0], faces, labels):
+        draw_face(ax, neutral, color="0.7", lw=0.8)
+        draw_face(ax, neutral + gain * (face - neutral), color="k", lw=0.9)
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(f"the audience's average face at each moment (black, departures drawn {gain:g}× for visibility) "
+                 "over its resting face (grey)", fontsize=8)
+    return save(fig, path)

@@ -1,8 +1,12 @@
 """One report per run: report.html (open in a browser) and report.md, both linking the PNGs.
 
-It gathers what the protocols left in the run folder: data summary, the
-completion table and figures, and, when they were run, the K sweep, long-term
-prediction and factor figures, plus the resolved configuration.
+First page, for the analyst: what the audience reacted to and when, in plain
+words (models/reactions.py, read from the run's tensor; recomputed at every
+report), the reaction timeline, the synchronicity figure, the viewer groups,
+and, for a tensor made from synthetic screenings, how well this recovers the
+known truth. Then, for the specialist, what the protocols left in the run
+folder: data summary, completion, K sweep, long-term prediction, factors, and
+the resolved configuration.
 """
 from __future__ import annotations
 
@@ -47,9 +51,85 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def reactions_for_run(run_dir: Path) -> dict | None:
+    """Read the reactions from the run's tensor into <run_dir>/reactions/ (tables, figures,
+    results.json); None when the run does not name a tensor that still exists."""
+    from models import reactions
+    from models.data import load_movie
+    from pipeline.inspection import plot_synchronicity
+    from pipeline.store import read_movie_tensor
+    from pipeline.tensor_truth import truth_for_tensor
+
+    summary_path = Path(run_dir) / "data_summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    tensor = Path(summary.get("tensor", ""))
+    if not tensor.is_file():     # a relative path from another folder: try the workspace layout
+        tensor = Path(run_dir).resolve().parent.parent / "tensors" / f"{summary.get('movie')}.h5"
+    if not tensor.is_file():
+        return None
+    movie = load_movie(tensor)
+    rx = reactions.analyse(movie.landmarks, movie.mask, movie.member_id, movie.session_id, movie.bin_seconds)
+    folder = Path(run_dir) / "reactions"
+    results = reactions.write_outputs(rx, folder, movie.name, truth_for_tensor(tensor),
+                                      movie.landmarks, movie.mask)
+    if not rx.too_little:
+        sync = plot_synchronicity(read_movie_tensor(tensor), folder / "synchronicity.png")
+        results["figures"].append(str(sync))
+    results["tensor"] = str(tensor)
+    return results
+
+
+MOMENT_COLUMNS = ("timecode", "reaction", "also", "viewers_reacting", "viewers_present", "strength", "z")
+
+
+def _reaction_blocks(run_dir: Path, rx: dict | None) -> list[tuple[str, object]]:
+    if rx is None:
+        return [("h2", "What the audience reacted to"),
+                ("p", "Not available: this run folder does not name a tensor that still exists "
+                      "(data_summary.json, field 'tensor'). Rerun 'audience evaluate' with the tensor.")]
+    blocks: list[tuple[str, object]] = [("h2", "What the audience reacted to"), ("p", " ".join(rx["summary"]))]
+    if rx["too_little"]:
+        return blocks
+    if rx["moments"]:
+        blocks += [("p", "Top moments, strongest first. Movie time as min:s (h:min:s past an hour). "
+                         "'viewers reacting': viewers whose own face departs by more than twice their usual "
+                         "spread at that second; 'strength': the audience's trimmed-mean departure from each "
+                         "viewer's resting face, in inter-ocular distances (IOD); 'z': how far that stands out "
+                         "of the timeline's second-to-second noise; 'also': other reactions peaking within 2 s."),
+                   ("table", [{c: (", ".join(m[c]) if c == "also" else m[c]) for c in MOMENT_COLUMNS}
+                              for m in rx["moments"]])]
+    what = "; ".join(f"{r['reaction']}: {r['what moves']}" for r in rx["reactions"])
+    blocks.append(("p", f"How each reaction is read from the landmarks: {what}. Each is measured against the "
+                        "viewer's own resting face (their median over the movie), so face shape and seat cancel."))
+    blocks += [("img", _rel(f, run_dir)) for f in rx["figures"] if Path(f).is_file()]
+    blocks += [("h3", "Viewer groups")] + [("p", g) for g in rx["groups"]]
+    if rx.get("recovery"):
+        blocks += [("h3", "Recovered against the known truth (synthetic screenings)"),
+                   ("p", "The tensor comes from synthetic screenings, so the true reaction time courses, "
+                         "moments and viewer groups are known: correlation of each timeline with its true "
+                         "time course, true moments with a reported moment within ±1 s, and the adjusted Rand "
+                         "index of the viewer groups against the true ones."),
+                   ("table", [{"score": k, "value": v} for k, v in rx["recovery"].items()])]
+    files = rx["files"]
+    blocks.append(("p", "Exports: per second " + ", ".join(_rel(files[k], run_dir) for k in
+                                                             ("reactions_csv", "reactions_parquet"))
+                   + "; per viewer " + ", ".join(_rel(files[k], run_dir) for k in ("members_csv", "members_parquet"))
+                   + " (data/README.md, 'Reactions')."))
+    return blocks
+
+
+def _rel(path: str, run_dir: Path) -> str:
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        return str(path)
+
+
 def _blocks(run_dir: Path) -> list[tuple[str, object]]:
     run_dir = Path(run_dir)
-    blocks: list[tuple[str, object]] = []
+    blocks: list[tuple[str, object]] = _reaction_blocks(run_dir, reactions_for_run(run_dir))
     summary_path = run_dir / "data_summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -81,6 +161,8 @@ def _markdown(blocks, title: str) -> str:
     for kind, body in blocks:
         if kind == "h2":
             out += [f"## {body}", ""]
+        elif kind == "h3":
+            out += [f"### {body}", ""]
         elif kind == "p":
             out += [body, ""]
         elif kind == "img":
@@ -103,8 +185,8 @@ def _html(blocks, title: str) -> str:
            "pre{background:#f6f6f6;padding:1em;overflow:auto;max-height:30em}</style></head><body>",
            f"<h1>{esc(title)}</h1>"]
     for kind, body in blocks:
-        if kind == "h2":
-            out.append(f"<h2>{esc(body)}</h2>")
+        if kind in ("h2", "h3"):
+            out.append(f"<{kind}>{esc(body)}</{kind}>")
         elif kind == "p":
             out.append(f"<p>{esc(body)}</p>")
         elif kind == "img":
