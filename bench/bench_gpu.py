@@ -212,6 +212,7 @@ def device_faces(n: int, t: int, missing: float, device: torch.device, seed: int
     faces.x = torch.randn((n, t, 136), generator=generator, device=device)
     faces.mask = torch.from_numpy(mask).to(device)
     faces.i, faces.t = (a.long() for a in torch.nonzero(faces.mask, as_tuple=True))
+    faces.movie = None          # no movie behind these faces (models whose prepare() needs one refuse them)
     if set(vars(faces)) != set(vars(probe)):
         raise ValueError(f"models.data.Faces now holds {sorted(vars(probe))}; bench_gpu.device_faces sets "
                          f"{sorted(vars(faces))}: update device_faces")

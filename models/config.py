@@ -30,6 +30,23 @@ class TFConfig:
 
 
 @dataclass(frozen=True)
+class PerceptualConfig:
+    """The perceptual VAE with a neutral face (m1) and its triplet prior (m2); models/perceptual_vae.py."""
+    neutral_fraction: float = 0.2  # a member's calmest faces: this fraction of its faces nearest its median face
+    min_faces: int = 5             # a member needs at least this many training faces to choose a neutral face
+    triplets: Optional[str] = None  # m2: CSV of triplets (data/README.md "Triplets"); m2 without one is an error
+    gamma: float = 0.1             # topological variance γ: the triplet prior Φ is weighted by 1/γ
+    triplet_batch: int = 256       # triplets drawn per optimizer step
+    anneal: Literal["kl", "prior"] = "kl"  # kl_warmup_epochs ramps the KL only, or the whole prior (KL + Φ/γ)
+
+    def __post_init__(self):
+        if not 0 < self.neutral_fraction <= 1 or self.min_faces < 1:
+            raise ValueError("models.perceptual: neutral_fraction must be in (0, 1] and min_faces >= 1")
+        if self.gamma <= 0 or self.triplet_batch < 1 or self.anneal not in ("kl", "prior"):
+            raise ValueError("models.perceptual: gamma must be > 0, triplet_batch >= 1, anneal kl or prior")
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     k: int = 10                    # latent dimension K (factors per member and per second)
     hidden: int = 256              # width of every hidden fully connected layer (decoder and encoder)
@@ -43,6 +60,7 @@ class ModelsConfig:
     member_offsets: bool = True    # fit expressions around each member's own mean face (added back when predicting)
     names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
     tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)   # m1 / m2 settings
 
     def __post_init__(self):
         if self.k < 1 or self.hidden < 1 or self.layers < 1:

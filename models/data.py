@@ -316,7 +316,7 @@ class Faces:
     Batches are drawn by index from these tensors: no DataLoader, no host copies.
     """
 
-    def __init__(self, x_norm: np.ndarray, mask: np.ndarray, device: torch.device):
+    def __init__(self, x_norm: np.ndarray, mask: np.ndarray, device: torch.device, movie: "Movie | None" = None):
         if x_norm.ndim != 3 or x_norm.shape[2] != N_COORDS or mask.shape != x_norm.shape[:2]:
             raise DataError(f"faces must be (N, T, {N_COORDS}) with an (N, T) mask, got "
                             f"{x_norm.shape} and {mask.shape}")
@@ -326,6 +326,9 @@ class Faces:
         self.i = torch.from_numpy(i_idx).long().to(device)                           # (M,)
         self.t = torch.from_numpy(t_idx).long().to(device)                           # (M,)
         self.mask = torch.from_numpy(mask).to(device)                                # (N, T)
+        # the movie these faces come from (member ids, bin length, its whole mask), for models whose
+        # data-derived state names faces by member and second (e.g. triplet files); None when unknown
+        self.movie = movie
 
     @property
     def n_observed(self) -> int:

@@ -98,6 +98,12 @@ class FVAE(TorchModel):
         """(B, 136) faces of members i → (B, K) posterior means."""
         return self.encoder(x - (0.0 if i is None else self.factors.member_bias(i)))[0]
 
+    @torch.no_grad()
+    def encode_new(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """Posterior means (M, K) of new members' seen faces x (R, T, 136), seen (R, T), in
+        torch.nonzero(seen) order (a new member has no learned bias)."""
+        return self.encoder(seen_faces(x, seen)[2])[0]
+
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).float()
 
@@ -179,6 +185,12 @@ class VAE(TorchModel):
     def encode_faces(self, x: torch.Tensor, i: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 136) faces → (B, K) posterior means."""
         return self.encoder(x)[0]
+
+    @torch.no_grad()
+    def encode_new(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """Posterior means (M, K) of new members' seen faces x (R, T, 136), seen (R, T), in
+        torch.nonzero(seen) order."""
+        return self.encoder(seen_faces(x, seen)[2])[0]
 
     @torch.no_grad()
     def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int = 0, lr: float = 0.0) -> torch.Tensor:

@@ -82,7 +82,8 @@ class ModelSpec:
     config_field: str | None = None           # the ModelsConfig section only this model reads
     factorized: bool = True                   # has U (N,K) and V (T,K) decoded as f(U∘V): the factors protocol
     log_codes: bool = True                    # U is log-normal (k-means and recovery use log U); False: U ≥ 0 as is
-    encodes_faces: bool = False               # has a per-face encoder: a latent per face (bench, figures)
+    encodes_faces: bool = False               # has a per-face encoder: encode_faces(x, i) for training members and
+                                              # encode_new(x, seen) for new ones give a latent per face
 
     def model_class(self) -> type:
         module, name = self.target.split(":")
@@ -106,6 +107,10 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
               trainer="als", log_codes=False),
     ModelSpec("vae", "models.fvae:VAE", "per-face VAE with a N(0, I) prior (no factorization)",
               factorized=False, encodes_faces=True),
+    ModelSpec("m1", "models.perceptual_vae:NeutralFaceVAE", "VAE conditioned on the member's neutral face "
+              "(Mikheeva et al. M1)", config_field="perceptual", factorized=False, encodes_faces=True),
+    ModelSpec("m2", "models.perceptual_vae:TripletVAE", "M1 plus a topological prior from triplets "
+              "(Mikheeva et al. M2)", config_field="perceptual", factorized=False, encodes_faces=True),
 )}
 
 MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)

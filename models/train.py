@@ -148,7 +148,7 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
     fit_mask, val_mask = validation_split(train_mask, train_cfg.validation_every, train_cfg.seed)
     # the offsets come from the faces the model is fitted to, never from the held-back ones
     offsets = MemberOffsets.fit(x_norm, fit_mask) if models_cfg.member_offsets else None
-    faces = Faces(minus_offsets(x_norm, offsets), fit_mask, device)
+    faces = Faces(minus_offsets(x_norm, offsets), fit_mask, device, movie=movie)
     val = None if val_mask is None else Validation(faces, val_mask)
     with cpu_threads(train_cfg.cpu_threads if device.type == "cpu" else 0):
         if spec.trainer == "als":
