@@ -137,14 +137,24 @@ def plan(cfg, workspace: Workspace) -> list[Unit]:
 
 
 def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
+    """The movie's tensor from its members files. When some recordings' units failed, the runner hands
+    a unit without their members files (`left_out`): the tensor is built from the others and says so
+    in its attr `partial_left_out` (movie/session/camera of each recording left out)."""
     from pipeline.screenings import session_offset_s
     from pipeline.store import read_members, write_movie_tensor
 
     movie = unit.key[0]
     workspace = Workspace(Path(unit.get("root")))
-    offsets = {s: session_offset_s(workspace, movie, s) for s in unit.get("sessions")}
-    files = [read_members(Path(p)) for p in unit.get("members")]
+    inputs = {str(p) for p in unit.inputs}
+    members = [p for p in unit.get("members") if str(p) in inputs]
+    files = [read_members(Path(p)) for p in members]
+    offsets = {s: session_offset_s(workspace, movie, s) for s in sorted({f.attrs["session"] for f in files})}
     tensor = bin_movie(files, offsets, movie, cfg.binning)
+    left_out = [name.split(" ", 1)[-1] for name in unit.get("left_out", ())]
+    if left_out:
+        import h5py
+
+        tensor.attrs["partial_left_out"] = np.array(left_out, dtype=h5py.string_dtype("utf-8"))
     write_movie_tensor(tmp_outputs["tensor"], tensor)
 
 

@@ -99,18 +99,21 @@ def check_something_to_do(name: str, cfg, workspace: Workspace, movie: str | Non
         raise DataError(nothing_to_do_hint(name, workspace, movie))
 
 
-def run_stages(names, cfg, args) -> int:
-    """Run stages in order; print a one-screen summary; return the number of failed units.
+def run_stages(names, cfg, args, reports: list | None = None) -> int:
+    """Run stages in order; print a one-screen summary; return the number of failed or blocked units.
 
-    Raises DataError when the first stage has no unit at all to run or skip (nothing to do)."""
-    from pipeline.runner import run_stage
+    A unit whose upstream unit failed (or is not done) is not run but reported as blocked, naming the
+    failure at the root (pipeline/runner.py). Raises DataError when the first stage has no unit at all
+    to run or skip (nothing to do)."""
+    from pipeline.runner import last_line, run_stage
     from pipeline.stages import get_stage
 
     workspace = workspace_of(cfg)
     check_something_to_do(names[0], cfg, workspace, args.movie)
     ensure_dir(workspace.root)
     save_resolved_config(cfg, workspace, "+".join(names) if len(names) < 3 else "run")
-    reports, fused_into = [], None
+    reports = [] if reports is None else reports
+    fused_into, problems = None, {}
     for i, name in enumerate(names):
         stage = get_stage(name)
         then = get_stage(names[i + 1]) if i + 1 < len(names) else None
@@ -118,7 +121,7 @@ def run_stages(names, cfg, args) -> int:
         select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
         force = args.force and fused_into != name      # units computed with their upstream just now are fresh
         report = run_stage(stage, cfg, workspace, workers=cfg.workspace.workers, force=force,
-                           select=select, progress=not args.quiet, then=then)
+                           select=select, progress=not args.quiet, then=then, problems=problems)
         if fused_into == name:          # count the units computed in the upstream's pass as computed here
             fresh = set(reports[-1].then_done) & set(report.skipped)
             report.done += sorted(fresh)
@@ -127,14 +130,33 @@ def run_stages(names, cfg, args) -> int:
         fused_into = then.name if then else None
         print(reports[-1].line(), flush=True)
     failed = {f"{r.stage} {u}": err for r in reports for u, err in r.failed.items()}
+    blocked = {f"{r.stage} {u}": why for r in reports for u, why in r.blocked.items()}
     if failed:
         print(f"\n{len(failed)} unit(s) failed (the others finished and are kept; rerun to retry):")
         for unit, err in failed.items():
-            print(f"  {unit}: {err.strip().splitlines()[-1] if err.strip() else err}")
-    return len(failed)
+            print(f"  {unit}: {last_line(err)}")
+    if blocked:
+        print(f"\n{len(blocked)} unit(s) blocked (not run; their previous outputs, if any, are kept and not "
+              f"vouched for): an upstream unit failed or is not done; fix it and rerun:")
+        by_root: dict[str, dict[str, int]] = {}
+        for r in reports:
+            for why in r.blocked.values():
+                counts = by_root.setdefault(why, {})
+                counts[r.stage] = counts.get(r.stage, 0) + 1
+        for why, counts in by_root.items():
+            units = ", ".join(f"{stage} {n}" for stage, n in counts.items())
+            print(f"  {units}: blocked by {why}")
+    for report in reports:
+        for unit, left_out in report.partial.items():
+            print(f"\nPARTIAL {report.stage} {unit}: made without {len(left_out)} upstream unit(s) that failed "
+                  f"({', '.join(left_out)}); fix them and rerun for the whole result")
+    return len(failed) + len(blocked)
 
 
-def summarize_tensors(workspace: Workspace, movie: str | None = None) -> None:
+def summarize_tensors(workspace: Workspace, movie: str | None = None, not_rebuilt: dict | None = None) -> None:
+    """One line per tensor; `not_rebuilt` (movie → why): tensors this command did not rebuild."""
+    import numpy as np
+
     from pipeline.store import read_movie_tensor
 
     paths = sorted(workspace.tensors.glob(f"{movie or '*'}.h5")) if workspace.tensors.is_dir() else []
@@ -143,6 +165,12 @@ def summarize_tensors(workspace: Workspace, movie: str | None = None) -> None:
         missing = 100.0 * (1 - t.mask.mean())
         print(f"tensor {path}: N={t.shape[0]} members × T={t.shape[1]} bins × 136, "
               f"{missing:.1f}% missing, {len(set(t.session_id))} session(s)")
+        if path.stem in (not_rebuilt or {}):
+            print(f"  NOT rebuilt by this command ({not_rebuilt[path.stem]}): this is an earlier run's tensor")
+        left_out = t.attrs.get("partial_left_out")
+        if left_out is not None and len(np.atleast_1d(left_out)):
+            names = [str(v.decode() if isinstance(v, bytes) else v) for v in np.atleast_1d(left_out)]
+            print(f"  PARTIAL: built without {len(names)} recording(s) whose units failed: {', '.join(names)}")
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -161,11 +189,14 @@ def cmd_run(args, cfg) -> int:
         linked = register(read_screening_list(Path(args.screenings)), workspace)
         print(f"registered {len(linked)} recording(s) under {workspace.raw}")
     names = (["synthesize"] if args.synthesize else []) + list(VIDEO_TO_TENSOR)
-    failed = run_stages(names, cfg, args)
+    reports = []
+    failed = run_stages(names, cfg, args, reports)
     from pipeline.rows_report import print_rows_report, rows_report
 
     print_rows_report(rows_report(workspace, cfg, args.movie))
-    summarize_tensors(workspace, args.movie)
+    binned = reports[-1]
+    not_rebuilt = {**{u: "bin blocked" for u in binned.blocked}, **{u: "bin failed" for u in binned.failed}}
+    summarize_tensors(workspace, args.movie, not_rebuilt)
     return EXIT_UNITS_FAILED if failed else EXIT_OK
 
 

@@ -6,10 +6,22 @@ it is handed; the runner fsyncs and moves them onto the final names, then
 writes the unit's manifest last. A unit is done when its manifest exists and
 matches the current input fingerprints, parameter hash and code version, and
 its outputs exist; otherwise it is recomputed.
+
+The graph is declared: a stage names the stages it `needs` (whose outputs it
+reads) and the config `sections` it reads itself. From that the runner derives
+the parameter hash (its own sections and every upstream stage's), the
+fingerprint of each input another stage made (the producing unit's manifest),
+and whether a unit may run at all: a unit whose producing unit is not done
+under the current config (it failed, was blocked, is stale or never ran) is
+not run but reported as *blocked*, naming the upstream unit and why. So a
+manifest never records a config its inputs were not made with. A stage with
+`partial_ok` (bin) instead leaves out the upstream units that failed in this
+run, as long as one remains, and records what it left out.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import multiprocessing as mp
 import time
@@ -63,15 +75,26 @@ class Stage:
     upstream: str = ""                    # the stage whose unit of the same key this one reads, when it
     compute_with_upstream: Callable | None = None  # can compute both in one pass:
     #                                       (upstream_unit, unit, cfg, upstream_tmp_outputs, tmp_outputs) -> None
+    needs: tuple["Stage", ...] = ()       # the stages whose outputs this one reads (pipeline/stages.py declares them)
+    partial_ok: bool = False              # run on the upstream units that succeeded when others failed
+
+    def param_sections(self) -> tuple[str, ...]:
+        """The config sections that shape the outputs: this stage's own and every upstream stage's."""
+        sections = list(self.sections)
+        for up in self.needs:
+            sections += [s for s in up.param_sections() if s not in sections]
+        return tuple(sections)
 
     def params_hash(self, cfg) -> str:
-        return stable_hash({s: getattr(cfg, s) for s in self.sections})
+        return stable_hash({s: getattr(cfg, s) for s in self.param_sections()})
 
     def code_version(self) -> str:
         return f"{__version__}+{self.name}.{self.version}"
 
 
 # ----------------------------------------------------------------------------- manifests
+
+NOT_VOUCHED = "not vouched for: its producing unit has no manifest"
 
 
 def _input_fingerprint(path: Path) -> str:
@@ -88,18 +111,101 @@ def _input_fingerprint(path: Path) -> str:
     return file_digest(path)
 
 
-def expected_manifest(stage: Stage, unit: Unit, cfg) -> dict:
-    return {
+def _recorded_output(unit: Unit, path: Path) -> str | None:
+    """The digest `unit`'s manifest records for its output `path` (None: no manifest, or another file)."""
+    path = Path(path)
+    names = [name for name, final in unit.outputs if Path(final) == path]
+    try:
+        record = json.loads(unit.manifest_path.read_text()).get("outputs", {}).get(names[0]) if names else None
+    except (OSError, ValueError):
+        return None
+    if not record or not path.exists() or path.stat().st_size != record.get("size"):
+        return None
+    return record.get("sha256")
+
+
+class Graph:
+    """What the declared graph says about one stage's units, for one pass over the stage: which
+    upstream unit made each input, whether that unit is done under the current config, and the
+    input fingerprints (a made input's is its producer's recorded digest; a source's, its content).
+
+    `problems` ((stage, unit) → why) holds the units that failed or were blocked earlier in this
+    command, so a blocked unit names the failure at the root, not the unit just above it."""
+
+    def __init__(self, cfg, workspace: Workspace, problems: dict[tuple[str, str], str] | None = None):
+        self.cfg, self.workspace = cfg, workspace
+        self.problems = {} if problems is None else problems
+        self._producers: dict[str, dict[Path, tuple[Stage, Unit]]] = {}
+        self._states: dict[tuple[str, str], str] = {}
+
+    def producers(self, stage: Stage) -> dict[Path, tuple[Stage, Unit]]:
+        if stage.name not in self._producers:
+            found: dict[Path, tuple[Stage, Unit]] = {}
+            for up in stage.needs:
+                for unit in up.plan(self.cfg, self.workspace):
+                    for _, path in unit.outputs:
+                        found[Path(path)] = (up, unit)
+            self._producers[stage.name] = found
+        return self._producers[stage.name]
+
+    def state(self, stage: Stage, unit: Unit) -> str:
+        key = (stage.name, unit.name)
+        if key not in self._states:
+            self._states[key] = unit_state(stage, unit, self.cfg, self)
+        return self._states[key]
+
+    def fingerprint(self, stage: Stage, path: Path) -> str:
+        made_by = self.producers(stage).get(Path(path)) if stage.needs else None
+        if made_by is None:
+            return _input_fingerprint(path)
+        return _recorded_output(made_by[1], path) or NOT_VOUCHED
+
+    def fingerprints(self, stage: Stage, unit: Unit) -> dict[str, str]:
+        return {str(p): self.fingerprint(stage, p) for p in unit.inputs}
+
+    def upstream_problems(self, stage: Stage, unit: Unit) -> dict[tuple[str, str], str]:
+        """{(upstream stage, unit): why it is not done} over the inputs of `unit` that units make."""
+        out: dict[tuple[str, str], str] = {}
+        producers = self.producers(stage) if stage.needs else {}
+        for path in unit.inputs:
+            made_by = producers.get(Path(path))
+            if made_by is None:
+                continue
+            up, up_unit = made_by
+            key = (up.name, up_unit.name)
+            if key in out:
+                continue
+            if key in self.problems:
+                out[key] = self.problems[key]
+            elif (state := self.state(up, up_unit)) != "done":
+                why = ("is stale (made with other inputs or parameters)" if state == "stale"
+                       else "has not run (or its last run failed)")
+                out[key] = f"{up.name} {up_unit.name} {why}: run `audience {up.name}` (or `audience run`) first"
+        return out
+
+
+def expected_manifest(stage: Stage, unit: Unit, cfg, graph: Graph | None = None,
+                      fingerprints: dict[str, str] | None = None) -> dict:
+    if fingerprints is None:
+        fingerprints = (graph.fingerprints(stage, unit) if graph is not None
+                        else {str(p): _input_fingerprint(p) for p in unit.inputs})
+    manifest = {
         "stage": stage.name,
         "unit": unit.name,
         "code_version": stage.code_version(),
         "params_hash": stage.params_hash(cfg),
-        "inputs": {str(p): _input_fingerprint(p) for p in unit.inputs},
+        "inputs": fingerprints,
     }
+    if unit.get("left_out"):            # made without these upstream units (they failed): a partial result
+        manifest["left_out"] = list(unit.get("left_out"))
+    return manifest
 
 
-def unit_state(stage: Stage, unit: Unit, cfg) -> str:
-    """'done', 'stale' (outputs exist but were made from other inputs or params) or 'missing'."""
+def unit_state(stage: Stage, unit: Unit, cfg, graph: Graph | None = None) -> str:
+    """'done', 'stale' (outputs exist but were made from other inputs or params) or 'missing'.
+
+    An input made by an upstream unit counts by that unit's manifest: when it has none (it failed
+    or is being redone), the input is not vouched for and this unit is stale."""
     if not unit.manifest_path.exists():
         return "missing"
     try:
@@ -112,7 +218,7 @@ def unit_state(stage: Stage, unit: Unit, cfg) -> str:
             return "stale"
     if any(not Path(p).exists() for p in unit.inputs):
         return "stale"
-    wanted = expected_manifest(stage, unit, cfg)
+    wanted = expected_manifest(stage, unit, cfg, graph)
     same = all(recorded.get(k) == v for k, v in wanted.items())
     return "done" if same else "stale"
 
@@ -120,15 +226,20 @@ def unit_state(stage: Stage, unit: Unit, cfg) -> str:
 # ----------------------------------------------------------------------------- execution
 
 
-def execute_unit(stage: Stage, unit: Unit, cfg) -> dict:
+def execute_unit(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None) -> dict:
     """Compute one unit into temp files, commit them, then write the manifest (in a worker)."""
-    return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]))[0]
+    return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]), [fingerprints])[0]
 
 
-def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[dict]], None]) -> list[dict]:
+def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[dict]], None],
+                  fingerprints: list[dict[str, str] | None] | None = None) -> list[dict]:
     """Compute units of consecutive stages in one pass (`compute` gets each unit's temp outputs), then
-    commit them in order, each with its manifest last: a kill in between leaves the earlier units done."""
+    commit them in order, each with its manifest last: a kill in between leaves the earlier units done.
+
+    `fingerprints`: per unit, its inputs' fingerprints as the runner resolved them from the graph
+    before the unit ran (None: from the files); an input made in this same pass gets its new digest."""
     started = time.perf_counter()
+    fingerprints = fingerprints or [None] * len(pairs)
     made_here = {Path(p) for _, u in pairs for _, p in u.outputs}
     for stage, unit in pairs:
         missing = [str(p) for p in unit.inputs if not Path(p).exists() and Path(p) not in made_here]
@@ -144,18 +255,22 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
             tmp[name] = tmp_path_for(Path(final))
         tmp_outputs.append(tmp)
     manifests = []
+    written: dict[str, str] = {}        # final path → digest, of the outputs committed in this pass
     try:
         compute(tmp_outputs)
-        for (stage, unit), tmp in zip(pairs, tmp_outputs):
+        for (stage, unit), tmp, given in zip(pairs, tmp_outputs, fingerprints):
             records = {}
             for name, final in unit.outputs:
                 if not tmp[name].exists():
                     raise RuntimeError(f"stage {stage.name} did not write its output '{name}' for {unit.name}")
                 records[name] = {"path": str(final), "sha256": file_digest(tmp[name]), "size": tmp[name].stat().st_size}
                 commit(tmp[name], Path(final))
-            manifest = expected_manifest(stage, unit, cfg)
+                written[str(final)] = records[name]["sha256"]
+            inputs = {str(p): written.get(str(p)) or (given or {}).get(str(p)) or _input_fingerprint(p)
+                      for p in unit.inputs}
+            manifest = expected_manifest(stage, unit, cfg, fingerprints=inputs)
             manifest.update(outputs=records, seconds=round(time.perf_counter() - started, 3),
-                            config={s: to_dict(getattr(cfg, s)) for s in stage.sections})
+                            config={s: to_dict(getattr(cfg, s)) for s in stage.param_sections()})
             write_text_atomic(unit.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
             manifests.append(manifest)
     finally:
@@ -165,16 +280,18 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
     return manifests
 
 
-def _fused_worker(stage: Stage, unit: Unit, then: Stage, then_unit: Unit, cfg) -> tuple[str, str | None]:
+def _fused_worker(stage: Stage, unit: Unit, then: Stage, then_unit: Unit, cfg,
+                  fingerprints: dict[str, str] | None = None) -> tuple[str, str | None]:
     """`unit` and the next stage's unit of the same key in one pass (e.g. one video decode)."""
     def compute(tmp):
         then.compute_with_upstream(unit, then_unit, cfg, tmp[0], tmp[1])
 
-    return _guarded(unit.name, lambda: execute_units([(stage, unit), (then, then_unit)], cfg, compute))
+    return _guarded(unit.name, lambda: execute_units([(stage, unit), (then, then_unit)], cfg, compute,
+                                                     [fingerprints, None]))
 
 
-def _worker(stage: Stage, unit: Unit, cfg) -> tuple[str, str | None]:
-    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg))
+def _worker(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None) -> tuple[str, str | None]:
+    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg, fingerprints))
 
 
 def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
@@ -187,6 +304,12 @@ def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
         return name, traceback.format_exc(limit=6)
 
 
+def last_line(error: str) -> str:
+    """The line of an error (or a traceback's last line) that says what went wrong."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else str(error)
+
+
 @dataclass
 class StageReport:
     stage: str
@@ -195,16 +318,41 @@ class StageReport:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     then_done: list[str] = field(default_factory=list)   # units of the next stage computed in the same pass
+    blocked: dict[str, str] = field(default_factory=dict)   # unit → the upstream failure that kept it from running
+    partial: dict[str, tuple[str, ...]] = field(default_factory=dict)   # unit → upstream units it was made without
 
     def line(self) -> str:
-        return (f"{self.stage:<12} {len(self.done):>4} computed {len(self.skipped):>4} up to date "
+        text = (f"{self.stage:<12} {len(self.done):>4} computed {len(self.skipped):>4} up to date "
                 f"{len(self.failed):>4} failed  {self.seconds:8.1f} s")
+        if self.blocked:
+            text += f"\n{'':<12} {len(self.blocked):>4} blocked (not run: an upstream unit failed or is not done)"
+        return text
+
+
+def _leave_out_failures(unit: Unit, problems: dict[tuple[str, str], str], graph: Graph, stage: Stage
+                        ) -> tuple[Unit, dict[tuple[str, str], str]]:
+    """For a `partial_ok` stage: `unit` without the inputs of upstream units that failed or were blocked in
+    this command, when at least one made input remains; returns it and what still keeps it from running."""
+    producers = graph.producers(stage)
+    dropped = {key for key in problems if key in graph.problems}
+    kept = tuple(p for p in unit.inputs
+                 if Path(p) not in producers or (producers[Path(p)][0].name, producers[Path(p)][1].name) not in dropped)
+    if not any(Path(p) in producers for p in kept):
+        return unit, problems                        # nothing made upstream is left: blocked
+    left_out = tuple(sorted(f"{s} {u}" for s, u in dropped))
+    reduced = dataclasses.replace(unit, inputs=kept, payload=unit.payload + (("left_out", left_out),))
+    return reduced, {k: v for k, v in problems.items() if k not in dropped}
 
 
 def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, force: bool = False,
               select: Callable[[Unit], bool] | None = None, progress: bool = True,
-              then: Stage | None = None) -> StageReport:
+              then: Stage | None = None, problems: dict[tuple[str, str], str] | None = None) -> StageReport:
     """Run every unit of `stage` that is not up to date; failures are collected, not raised.
+
+    A unit whose upstream unit (per the declared graph, `stage.needs`) failed or is not done is not run:
+    it is reported in `report.blocked` with the upstream failure at the root. `problems` carries the
+    failed and blocked units from stage to stage within one command ((stage, unit) → why); this call
+    adds its own.
 
     `then`: the next stage, when it declares `stage` as its upstream and can compute with it: each unit
     computed here also computes the next stage's unit of the same key in the same pass (so a chunk's
@@ -212,21 +360,36 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     """
     started = time.perf_counter()
     report = StageReport(stage.name)
+    problems = {} if problems is None else problems
+    graph = Graph(cfg, workspace, problems)
     units = [u for u in stage.plan(cfg, workspace) if select is None or select(u)]
     output_folders = {Path(u.outputs[0][1]).parent for u in units}
     for folder in output_folders:
         sweep_orphans(folder)
     todo = []
     for unit in units:
-        if not force and unit_state(stage, unit, cfg) == "done":
+        troubles = graph.upstream_problems(stage, unit) if stage.needs else {}
+        if troubles and stage.partial_ok:
+            unit, troubles = _leave_out_failures(unit, troubles, graph, stage)
+        if troubles:
+            roots = list(dict.fromkeys(troubles.values()))     # the same root failure once
+            first = roots[0]
+            more = f" (and {len(roots) - 1} more upstream failure(s))" if len(roots) > 1 else ""
+            report.blocked[unit.name] = first + more
+            problems[(stage.name, unit.name)] = first
+            continue
+        if unit.get("left_out"):
+            report.partial[unit.name] = unit.get("left_out")
+        if not force and graph.state(stage, unit) == "done":
             report.skipped.append(unit.name)
         else:
             todo.append(unit)
     fused = {}
     if then is not None and then.upstream == stage.name and then.compute_with_upstream is not None:
         fused = {u.key: u for u in then.plan(cfg, workspace) if select is None or select(u)}
-    jobs = [(_fused_worker, (stage, unit, then, fused[unit.key], cfg)) if unit.key in fused
-            else (_worker, (stage, unit, cfg)) for unit in todo]
+    fingerprints = {u.name: graph.fingerprints(stage, u) if stage.needs else None for u in todo}
+    jobs = [(_fused_worker, (stage, unit, then, fused[unit.key], cfg, fingerprints[unit.name])) if unit.key in fused
+            else (_worker, (stage, unit, cfg, fingerprints[unit.name])) for unit in todo]
     fused_names = {"/".join(key) for key in fused}
     desc = f"{stage.name}+{then.name}" if fused else stage.name
     bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not progress or not todo, leave=False)
@@ -248,6 +411,8 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     bar.close()
     for folder in output_folders:   # again: writers of a killed run may have died only since the start
         sweep_orphans(folder)
+    for name, error in report.failed.items():
+        problems[(stage.name, name)] = f"{stage.name} {name} failed: {last_line(error)}"
     report.seconds = time.perf_counter() - started
     return report
 
@@ -298,12 +463,13 @@ def stage_status(stage: Stage, cfg, workspace: Workspace) -> dict[str, list[str]
     status: dict[str, list[str]] = {"done": [], "stale": [], "missing": []}
     try:
         units = stage.plan(cfg, workspace)
+        graph = Graph(cfg, workspace)
+        for unit in units:
+            status[graph.state(stage, unit)].append(unit.name)
     except DataError as err:
         return {"done": [], "stale": [], "missing": [f"(cannot plan: {err})"]}
-    for unit in units:
-        status[unit_state(stage, unit, cfg)].append(unit.name)
     return status
 
 
-__all__ = ["Stage", "Unit", "StageReport", "run_stage", "stage_status", "unit_state", "execute_unit", "execute_units"]
+__all__ = ["Stage", "Unit", "StageReport", "Graph", "last_line", "run_stage", "stage_status", "unit_state", "execute_unit", "execute_units"]
 _ = commit  # re-exported for stages that write several files
