@@ -47,6 +47,19 @@ class PerceptualConfig:
 
 
 @dataclass(frozen=True)
+class StaticDynamicConfig:
+    """The static/dynamic VAE from unordered frames (sdvae); models/static_dynamic_vae.py."""
+    f_dim: int = 8                 # static latent f per member (identity, resting face)
+    z_dim: int = 2                 # dynamic latent z per face (the expression at that second; the paper uses 2)
+    n_frames: int = 8              # random frames of a member per training step, compared in all pairs, → f
+    eval_frames: int = 32          # frames (evenly spread) f is computed from after training and for new members
+
+    def __post_init__(self):
+        if min(self.f_dim, self.z_dim) < 1 or self.n_frames < 2 or self.eval_frames < 2:
+            raise ValueError("models.static_dynamic: f_dim and z_dim must be >= 1, n_frames and eval_frames >= 2")
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     k: int = 10                    # latent dimension K (factors per member and per second)
     hidden: int = 256              # width of every hidden fully connected layer (decoder and encoder)
@@ -61,6 +74,7 @@ class ModelsConfig:
     names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
     tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)   # m1 / m2 settings
+    static_dynamic: StaticDynamicConfig = field(default_factory=StaticDynamicConfig)   # sdvae settings
 
     def __post_init__(self):
         if self.k < 1 or self.hidden < 1 or self.layers < 1:

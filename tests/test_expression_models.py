@@ -137,3 +137,33 @@ def test_labelling_helper_round_trip(labelled, tmp_path):
     assert len(got) == 3
     assert list(got.members[0]) == list(questions.members[0])                # A: pos is the first candidate
     assert list(got.members[1]) == [questions.members[1][0], questions.members[1][2], questions.members[1][1]]
+
+
+def test_sdvae_trains_resumes_and_draws_its_figures(labelled, tmp_path):
+    from models.config import StaticDynamicConfig
+    from models.static_dynamic_vae import figures
+
+    movie, _, _ = labelled
+    models_cfg = ModelsConfig(k=3, hidden=16, layers=2, member_offsets=False,
+                              static_dynamic=StaticDynamicConfig(f_dim=3, z_dim=2, n_frames=4, eval_frames=8))
+    train_cfg = TrainConfig(epochs=3, progress=False, validation_every=0, batch_size=128)
+    straight = fit_model("sdvae", movie, movie.mask, models_cfg, train_cfg, tmp_path / "a")
+    fit_model("sdvae", movie, movie.mask, models_cfg, TrainConfig(**{**train_cfg.__dict__, "epochs": 1}), tmp_path / "b")
+    resumed = fit_model("sdvae", movie, movie.mask, models_cfg, train_cfg, tmp_path / "b", resume=True)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert {"kl_z", "kl_f"} <= straight.metrics[-1].keys()
+    loaded = load_fitted(tmp_path / "a", "cpu")
+    assert torch.equal(loaded.model.member_f, straight.model.member_f) and loaded.model.member_f.abs().sum() > 0
+    x = torch.from_numpy(np.nan_to_num(straight.encode(movie.landmarks)))
+    z = straight.model.encode_new(x, torch.from_numpy(movie.mask))
+    assert z.shape == (int(movie.mask.sum()), 2)
+    codes, _ = infer_members(straight, straight.encode(movie.landmarks[:2]), movie.mask[:2], 0, 0.0)
+    assert torch.allclose(codes, straight.model.member_f[:2], atol=1e-5)      # same frames, same f
+    paths = figures(straight, movie.landmarks[:4], movie.mask[:4], tmp_path / "fig", n_swap=3, points=3)
+    assert [p.name for p in paths] == ["sdvae_swap_f.png", "sdvae_sweep_z.png", "sdvae_z_over_time.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    mask = movie.mask.copy()
+    mask[2, np.flatnonzero(mask[2])[3:]] = False
+    with pytest.raises(DataError, match=rf"{movie.member_id[2]}.*n_frames"):
+        fit_model("sdvae", movie, mask, models_cfg, train_cfg, tmp_path / "few")
