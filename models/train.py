@@ -133,7 +133,8 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
         raise DataError("the training mask must be (N, T) and select only observed faces")
     if not train_mask.any():
         raise DataError("the training mask selects no face; nothing to fit")
-    check_k_supported(models_cfg.k, train_mask)
+    if spec.factorized:            # K factors per member and per second need K of each
+        check_k_supported(models_cfg.k, train_mask)
     device = pick_device(train_cfg.device)
     fingerprint = _fingerprint(kind, movie, train_mask, models_cfg, train_cfg, split or {})
     folder = Path(out_dir) / "checkpoints"

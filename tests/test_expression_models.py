@@ -167,3 +167,21 @@ def test_sdvae_trains_resumes_and_draws_its_figures(labelled, tmp_path):
     mask[2, np.flatnonzero(mask[2])[3:]] = False
     with pytest.raises(DataError, match=rf"{movie.member_id[2]}.*n_frames"):
         fit_model("sdvae", movie, mask, models_cfg, train_cfg, tmp_path / "few")
+
+
+def test_benchmark_script_runs_small(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import bench_expression_models as bench
+
+    out = tmp_path / "res.json"
+    assert bench.main(["--seed", "3", "--members", "12", "--seconds", "80", "--test-fraction", "0.4", "--epochs", "2", "--k", "4",
+                       "--warmup", "1",
+                       "--triplets", "300", "--workdir", str(tmp_path), "--out", str(out)]) == 0
+    import json
+    res = json.loads(out.read_text())
+    rows = {r["representation"].split(" (")[0]: r for r in res["rows"]}
+    assert set(rows) == {"raw landmarks", "PCA", "vae", "m1", "m2", "sdvae"}
+    assert rows["raw landmarks"]["member_id_acc"] > 0.9          # raw faces carry identity
+    assert all(0 <= r["expression_svm_acc"] <= 1 and 0 <= r["heldout_triplets_satisfied"] <= 1 for r in rows.values())
+    assert rows["m2"]["train_faces_per_s"] > 0 and rows["raw landmarks"]["train_faces_per_s"] is None
+    assert 0 <= res["static_dynamic"]["sdvae f: NN member ID"] <= 1 and res["test_members"] == 5
