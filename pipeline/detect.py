@@ -436,9 +436,12 @@ def plan_detect(cfg, workspace: Workspace) -> list[Unit]:
     """One unit per chunk; inputs: the recording and its survey (the rows to search)."""
     units = []
     for movie, session, camera, path in find_videos(workspace):
-        info = probe_video(path)
         survey = survey_path(workspace, movie, session, camera)
-        for start_s, end_s in chunk_windows(info.duration_s, cfg.sources.chunk_s):
+        try:
+            windows = chunk_windows(probe_video(path).duration_s, cfg.sources.chunk_s)
+        except DataError:   # unreadable: its survey unit fails naming why, and blocks this one chunk
+            windows = chunk_windows(cfg.sources.chunk_s, cfg.sources.chunk_s)
+        for start_s, end_s in windows:
             chunk = chunk_name(start_s)
             units.append(Unit(
                 stage="detect", key=(movie, session, camera, chunk), inputs=(path, survey),

@@ -109,6 +109,9 @@ def _open_capture(path: Path):
     if not path.is_file():
         raise DataError(f"video not found: {path}. Fix the path (or the screening list that names it) "
                         f"or put the recording under data/raw/<movie>/<session>/<camera>.<ext>.")
+    problem = recording_problem(path)      # before FFmpeg, which would only log 'moov atom not found'
+    if problem:
+        raise DataError(problem)
     cap = None
     if in_worker_process():      # one decoding thread per worker process (see limit_worker_threads)
         cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
@@ -116,10 +119,74 @@ def _open_capture(path: Path):
             cap = None
     cap = cap or cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise DataError(f"video {path} cannot be opened (corrupt, truncated before its index, or an "
-                        f"unsupported codec). Re-mux or re-encode it (e.g. ffmpeg -i IN -c:v mpeg4 OUT.mp4), "
-                        f"or remove it from the screening.")
+        raise DataError(diagnose_unreadable(path))
     return cap
+
+
+MP4_EXTS = (".mp4", ".m4v", ".mov")
+
+
+def _mp4_boxes(path: Path, limit: int = 10_000) -> list[tuple[str, int]] | None:
+    """The top-level boxes (type, size) of an MP4/QuickTime file; None when it does not start like one."""
+    boxes, size_file = [], path.stat().st_size
+    with open(path, "rb") as handle:
+        offset = 0
+        while offset + 8 <= size_file and len(boxes) < limit:
+            handle.seek(offset)
+            header = handle.read(16)
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if size == 1 and len(header) >= 16:
+                size = int.from_bytes(header[8:16], "big")
+            elif size == 0:
+                size = size_file - offset
+            if not kind.isascii() or not kind.decode("ascii", "replace").isprintable() or size < 8:
+                return boxes or None
+            boxes.append((kind.decode("ascii"), size))
+            offset += size
+        if offset > size_file and boxes:
+            boxes[-1] = (boxes[-1][0], -boxes[-1][1])       # the last box runs past the end: cut off
+    return boxes
+
+
+def diagnose_unreadable(path: Path) -> str:
+    """Why a recording cannot be opened, what can and cannot be saved, and the fix (one message)."""
+    path = Path(path)
+    return recording_problem(path) or (
+        f"video {path} cannot be opened ({path.stat().st_size} bytes; corrupt or an unsupported codec). "
+        f"Re-encode it (e.g. ffmpeg -i IN -c:v mpeg4 OUT.mp4) or remove it from the screening list (and rerun: "
+        f"its link under raw/ goes with it).")
+
+
+def recording_problem(path: Path) -> str | None:
+    """What is wrong with a recording that is plainly not a readable video (empty, text, an MP4 cut off
+    before its index), with what can be saved and the fix; None when it may well be fine."""
+    path = Path(path)
+    where = f"video {path}"
+    if path.is_symlink():
+        where += f" (-> {path.resolve()})"
+    size = path.stat().st_size
+    remove = "remove it from the screening list (and rerun: its link under raw/ goes with it)"
+    if size == 0:
+        return (f"{where} is empty (0 bytes): nothing was recorded or the copy failed. Fix the path (or copy "
+                f"the recording again), or {remove}.")
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return (f"{where} is a text file, not a video (it starts {head[:40].decode('ascii')!r}). Fix the path "
+                f"so the screening list points at the recording itself, or {remove}.")
+    if path.suffix.lower() in MP4_EXTS:
+        boxes = _mp4_boxes(path) or []
+        kinds = [kind for kind, _ in boxes]
+        if "ftyp" in kinds[:2] or "mdat" in kinds:
+            if "moov" not in kinds:
+                return (f"{where} is an MP4 whose index (the 'moov' atom) is missing: the recording was cut off "
+                        f"before it was finalized (a crash, a full disk or a copy stopped early; {size} bytes). "
+                        f"Re-muxing cannot fix this: without the index no tool can find the frames from this "
+                        f"file alone. The frames in it can only be recovered with an index rebuilt from a "
+                        f"good recording of the same camera and settings (e.g. the `untrunc` tool); otherwise "
+                        f"{remove}. (`audience capture` records crash-safe segments that do not have this "
+                        f"problem.)")
+    return None
 
 
 def probe_video(path: str | Path) -> VideoInfo:

@@ -238,8 +238,15 @@ def test_corrupt_video_fails_its_units_and_keeps_the_others(tmp_path):
     bad = ws.raw / "movie" / "s2" / "cam0.mp4"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
-    with pytest.raises(DataError, match="s2/cam0.mp4"):
-        plan_detect(cfg, ws)
+    # planning does not abort on it (issue 11): its survey unit fails naming the file, its chunk is blocked
+    assert {u.key[1] for u in plan_detect(cfg, ws)} == {"s1", "s2"}
+    from pipeline.stages import get_stage
+
+    problems = {}
+    survey = run_stage(get_stage("survey"), cfg, ws, progress=False, problems=problems)
+    assert list(survey.failed) == ["movie/s2/cam0"] and "s2/cam0.mp4" in survey.failed["movie/s2/cam0"]
+    detect = run_stage(get_stage("detect"), cfg, ws, progress=False, problems=problems)
+    assert list(detect.blocked) == ["movie/s2/cam0/000000.0"] and not detect.failed
     assert read_detections(ws.stage_output("detect", "movie", "s1", "cam0", "000000.0")).frame_ok.all()
 
 
