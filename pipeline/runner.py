@@ -24,6 +24,7 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -399,7 +400,8 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
             bar.update()
     else:
         ctx = mp.get_context("spawn")   # no HDF5 handles or threads leak across a fork
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_quiet_ctrl_c) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
+                                    initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(fn, *job_args) for fn, job_args in jobs]
             for future in cf.as_completed(futures):
                 try:
@@ -415,6 +417,28 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
         problems[(stage.name, name)] = f"{stage.name} {name} failed: {last_line(error)}"
     report.seconds = time.perf_counter() - started
     return report
+
+
+WATCHDOG_S = 0.5     # how often a worker checks that its parent is alive
+
+
+def _worker_start(parent_pid: int) -> None:
+    """Worker start-up: quiet Ctrl-C (below) and die with the parent. A worker blocked on the task queue
+    never sees the parent go (it holds both ends of the queue's pipe itself), so after a kill -9 of the
+    parent it, and the multiprocessing resource tracker whose pipe it keeps open, would idle forever. A
+    daemon thread watches the parent and ends the worker at once when it is gone (reparented)."""
+    import threading
+
+    _quiet_ctrl_c()
+    if os.getppid() != parent_pid:           # the parent died while this worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCHDOG_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _quiet_ctrl_c() -> None:
