@@ -129,6 +129,9 @@ def run_stages(names, cfg, args, reports: list | None = None) -> int:
         reports.append(report)
         fused_into = then.name if then else None
         print(reports[-1].line(), flush=True)
+        if report.disk_full:                  # every later unit would fail the same way: stop here
+            print(f"\nerror: {report.disk_full.removeprefix('DiskFullError: ')}", flush=True)
+            return max(1, len(report.failed))
     failed = {f"{r.stage} {u}": err for r in reports for u, err in r.failed.items()}
     blocked = {f"{r.stage} {u}": why for r in reports for u, why in r.blocked.items()}
     if failed:

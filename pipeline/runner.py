@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from configs.loader import stable_hash, to_dict
 from pipeline import __version__
-from pipeline.store import (DataError, Workspace, commit, ensure_dir, file_digest, sweep_orphans,
-                            tmp_path_for, write_text_atomic)
+from pipeline.store import (DataError, DiskFullError, Workspace, commit, disk_full_message, ensure_dir, file_digest,
+                            free_bytes, is_disk_full, sweep_orphans, tmp_path_for, write_text_atomic)
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -96,6 +96,7 @@ class Stage:
 # ----------------------------------------------------------------------------- manifests
 
 NOT_VOUCHED = "not vouched for: its producing unit has no manifest"
+RESERVE_BYTES = 1 << 20      # kept free beyond a unit's expected outputs (manifests, temp files)
 
 
 def _input_fingerprint(path: Path) -> str:
@@ -227,18 +228,22 @@ def unit_state(stage: Stage, unit: Unit, cfg, graph: Graph | None = None) -> str
 # ----------------------------------------------------------------------------- execution
 
 
-def execute_unit(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None) -> dict:
+def execute_unit(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None,
+                 need_bytes: int = 0) -> dict:
     """Compute one unit into temp files, commit them, then write the manifest (in a worker)."""
-    return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]), [fingerprints])[0]
+    return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]), [fingerprints],
+                         need_bytes)[0]
 
 
 def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[dict]], None],
-                  fingerprints: list[dict[str, str] | None] | None = None) -> list[dict]:
+                  fingerprints: list[dict[str, str] | None] | None = None, need_bytes: int = 0) -> list[dict]:
     """Compute units of consecutive stages in one pass (`compute` gets each unit's temp outputs), then
     commit them in order, each with its manifest last: a kill in between leaves the earlier units done.
 
     `fingerprints`: per unit, its inputs' fingerprints as the runner resolved them from the graph
-    before the unit ran (None: from the files); an input made in this same pass gets its new digest."""
+    before the unit ran (None: from the files); an input made in this same pass gets its new digest.
+    `need_bytes`: about what the outputs will take (other units' of the stage): with less free space the
+    unit is refused before it writes anything. A write that fails for want of space raises DiskFullError."""
     started = time.perf_counter()
     fingerprints = fingerprints or [None] * len(pairs)
     made_here = {Path(p) for _, u in pairs for _, p in u.outputs}
@@ -257,6 +262,11 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
         tmp_outputs.append(tmp)
     manifests = []
     written: dict[str, str] = {}        # final path → digest, of the outputs committed in this pass
+    first_output = Path(pairs[0][1].outputs[0][1])
+    if need_bytes:
+        free = free_bytes(first_output.parent)
+        if free < need_bytes + RESERVE_BYTES:    # refused before writing: a library may crash on a full disk
+            raise DiskFullError(disk_full_message(first_output, need_bytes + RESERVE_BYTES, free=free))
     try:
         compute(tmp_outputs)
         for (stage, unit), tmp, given in zip(pairs, tmp_outputs, fingerprints):
@@ -274,6 +284,12 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
                             config={s: to_dict(getattr(cfg, s)) for s in stage.param_sections()})
             write_text_atomic(unit.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
             manifests.append(manifest)
+    except BaseException as err:
+        if isinstance(err, DiskFullError) or not is_disk_full(err, first_output):
+            raise
+        sizes = [p.stat().st_size for tmp in tmp_outputs for p in tmp.values() if p.exists()]
+        raise DiskFullError(disk_full_message(first_output, max(sum(sizes), need_bytes or 0) or None,
+                                              at_least=True)) from None
     finally:
         for tmp in tmp_outputs:
             for path in tmp.values():
@@ -282,17 +298,18 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
 
 
 def _fused_worker(stage: Stage, unit: Unit, then: Stage, then_unit: Unit, cfg,
-                  fingerprints: dict[str, str] | None = None) -> tuple[str, str | None]:
+                  fingerprints: dict[str, str] | None = None, need_bytes: int = 0) -> tuple[str, str | None]:
     """`unit` and the next stage's unit of the same key in one pass (e.g. one video decode)."""
     def compute(tmp):
         then.compute_with_upstream(unit, then_unit, cfg, tmp[0], tmp[1])
 
     return _guarded(unit.name, lambda: execute_units([(stage, unit), (then, then_unit)], cfg, compute,
-                                                     [fingerprints, None]))
+                                                     [fingerprints, None], need_bytes))
 
 
-def _worker(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None) -> tuple[str, str | None]:
-    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg, fingerprints))
+def _worker(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None,
+            need_bytes: int = 0) -> tuple[str, str | None]:
+    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg, fingerprints, need_bytes))
 
 
 def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
@@ -303,6 +320,15 @@ def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
         return name, f"{type(err).__name__}: {err}"
     except Exception:  # noqa: BLE001 - a failing unit must not stop the others
         return name, traceback.format_exc(limit=6)
+
+
+def _output_bytes(unit: Unit) -> int:
+    """The bytes a done unit's outputs take (its manifest's record), 0 when unknown."""
+    try:
+        outputs = json.loads(unit.manifest_path.read_text()).get("outputs", {})
+        return int(sum(record.get("size", 0) for record in outputs.values()))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def last_line(error: str) -> str:
@@ -320,6 +346,7 @@ class StageReport:
     seconds: float = 0.0
     then_done: list[str] = field(default_factory=list)   # units of the next stage computed in the same pass
     blocked: dict[str, str] = field(default_factory=dict)   # unit → the upstream failure that kept it from running
+    disk_full: str = ""                                      # set when a unit ran out of space: the run stops
     partial: dict[str, tuple[str, ...]] = field(default_factory=dict)   # unit → upstream units it was made without
 
     def line(self) -> str:
@@ -389,27 +416,46 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     if then is not None and then.upstream == stage.name and then.compute_with_upstream is not None:
         fused = {u.key: u for u in then.plan(cfg, workspace) if select is None or select(u)}
     fingerprints = {u.name: graph.fingerprints(stage, u) if stage.needs else None for u in todo}
-    jobs = [(_fused_worker, (stage, unit, then, fused[unit.key], cfg, fingerprints[unit.name])) if unit.key in fused
-            else (_worker, (stage, unit, cfg, fingerprints[unit.name])) for unit in todo]
+    by_name = {u.name: u for u in units}
+    need = max((_output_bytes(by_name[n]) for n in report.skipped), default=0)   # what a unit takes here
+
+    def job(unit: Unit):
+        if unit.key in fused:
+            return _fused_worker, (stage, unit, then, fused[unit.key], cfg, fingerprints[unit.name], need)
+        return _worker, (stage, unit, cfg, fingerprints[unit.name], need)
+
     fused_names = {"/".join(key) for key in fused}
     desc = f"{stage.name}+{then.name}" if fused else stage.name
     bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not progress or not todo, leave=False)
     if workers <= 1 or len(todo) <= 1:
-        for name, error in (fn(*job_args) for fn, job_args in jobs):
+        for unit in todo:
+            fn, job_args = job(unit)
+            name, error = fn(*job_args)
             _record(report, name, error, name in fused_names)
             bar.update()
+            if error is None:
+                need = max(need, _output_bytes(unit))
+            elif error.startswith(DiskFullError.__name__):
+                report.disk_full = last_line(error)          # the next units would fail the same way
+                break
     else:
         ctx = mp.get_context("spawn")   # no HDF5 handles or threads leak across a fork
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
                                     initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(fn, *job_args) for fn, job_args in jobs]
+            futures = [pool.submit(fn, *job_args) for fn, job_args in map(job, todo)]
             for future in cf.as_completed(futures):
+                if future.cancelled():
+                    continue
                 try:
                     name, error = future.result()
                 except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the OS
                     name, error = "?", f"worker process died: {err}"
                 _record(report, name, error, name in fused_names)
                 bar.update()
+                if error is not None and error.startswith(DiskFullError.__name__) and not report.disk_full:
+                    report.disk_full = last_line(error)
+                    for other in futures:                   # the units not started would fail the same way
+                        other.cancel()
     bar.close()
     for folder in output_folders:   # again: writers of a killed run may have died only since the start
         sweep_orphans(folder)
@@ -468,6 +514,8 @@ def deliver_interrupts(fallback):
     def hook(unraisable):
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             threading.Thread(target=later, daemon=True).start()
+        elif unraisable.exc_value is not None and is_disk_full(unraisable.exc_value):
+            pass        # a finalizer's failed write on a full disk (h5py): the write itself reports it once
         else:
             fallback(unraisable)
     hook.delivers_interrupts = True

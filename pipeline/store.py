@@ -29,6 +29,68 @@ class DataError(ValueError):
     """An input file is missing, unreadable or does not follow the data contract."""
 
 
+class DiskFullError(DataError):
+    """No space left where an output is written (the message names the path, the free space and the need)."""
+
+
+# what libraries say when a write failed for want of space: the OS, HDF5 (errno = 28 in its message),
+# torch's zip writer (no errno: 'PytorchStreamWriter failed writing file', 'unexpected pos')
+_DISK_FULL_TEXT = ("No space left on device", "errno = 28", "Disk quota exceeded", "errno = 122")
+_WRITE_FAILED_TEXT = ("PytorchStreamWriter failed writing", "unexpected pos", "file write failed")
+LOW_SPACE_BYTES = 16 << 20      # a write that failed with this little space left failed for want of it
+
+
+def _existing_folder(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path if path.is_dir() else path.parent
+
+
+def free_bytes(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(_existing_folder(path)).free
+
+
+def is_disk_full(err: BaseException, path: Path | None = None) -> bool:
+    """Did `err` come from a write that ran out of space (here or in a library, with or without errno)?"""
+    for e in (err, err.__cause__, err.__context__):
+        if e is None:
+            continue
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)):
+            return True
+        text = str(e)
+        if any(t in text for t in _DISK_FULL_TEXT):
+            return True
+        if path is not None and any(t in text for t in _WRITE_FAILED_TEXT):
+            try:
+                return free_bytes(path) < LOW_SPACE_BYTES
+            except OSError:
+                return False
+    return False
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def disk_full_message(path: Path, need_bytes: int | None = None, at_least: bool = False,
+                      free: int | None = None) -> str:
+    """One line: the path, the free space there and what is needed, and the fix."""
+    try:
+        free = human_bytes(free_bytes(path) if free is None else free)
+    except OSError:
+        free = "unknown"
+    need = f"; {'at least' if at_least else 'about'} {human_bytes(need_bytes)} needed" if need_bytes else ""
+    return (f"disk full: no space left to write {path} ({free} free there{need}). Free space (or move the "
+            f"workspace: workspace.root=PATH) and rerun the same command: everything finished is kept.")
+
+
 # ----------------------------------------------------------------------------- workspace
 
 
@@ -123,14 +185,12 @@ def atomic_path(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         commit(tmp, final)
-    except OSError as err:
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise DataError(f"disk full while writing {final}. Free space or move the workspace "
-                            f"(workspace.root=PATH) and rerun: finished outputs are kept.") from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if not isinstance(err, DiskFullError) and is_disk_full(err, final):
+            previous = final.stat().st_size if final.exists() else 0
+            raise DiskFullError(disk_full_message(final, max(written, previous) or None, at_least=True)) from None
         raise
 
 
@@ -572,10 +632,15 @@ def write_synthetic_truth(path: Path, arrays: dict, attrs: dict, atomic: bool = 
 
 
 def _write_synthetic_h5(path: Path, arrays: dict, attrs: dict) -> Path:
+    """Built in memory, then written as bytes: HDF5 writing into a full disk fails in object finalizers
+    (and crashed the process); a plain write fails with one clean OSError (ENOSPC)."""
+    import io
+
     import h5py
 
     str_dt = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as h5:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
         for name, values in arrays.items():
             values = np.asarray(values)
             if values.dtype.kind in "UO":
@@ -588,6 +653,8 @@ def _write_synthetic_h5(path: Path, arrays: dict, attrs: dict) -> Path:
         h5.attrs.update({k: v for k, v in attrs.items()})
         h5.attrs["schema_version"] = SCHEMA_VERSION
         h5.attrs["kind"] = "synthetic_truth"
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
     return Path(path)
 
 

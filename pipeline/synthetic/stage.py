@@ -83,6 +83,24 @@ def write_video(cfg: SyntheticConfig, sim: Simulation, session: str, camera: str
             writer.write(render_frame(scene, sim.anim, f, frame_rng))
     finally:
         writer.release()
+    _check_written(path, len(sim.anim.time_s))
+
+
+def _check_written(path: Path, n_frames: int) -> None:
+    """OpenCV's writer drops what it cannot write without a word (a full disk): read the video back."""
+    import errno
+
+    from pipeline.sources import probe_video
+    from pipeline.store import DataError, LOW_SPACE_BYTES, free_bytes
+
+    try:
+        count = probe_video(path).frame_count
+    except DataError:
+        count = 0
+    if count != n_frames:
+        if free_bytes(path) < LOW_SPACE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        raise RuntimeError(f"the video writer wrote {count} of {n_frames} frames into {path}")
 
 
 def truth_arrays(cfg: SyntheticConfig, sim: Simulation, session: str, camera: str) -> tuple[dict, dict]:
