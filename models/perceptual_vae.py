@@ -237,3 +237,83 @@ class TripletVAE(NeutralFaceVAE):
         weight = beta if self.anneal == "prior" else 1.0
         terms.update(loss=terms["loss"] + weight * phi, triplet=phi)
         return terms
+
+
+class NeutralFaceFVAE(NeutralFaceVAE):
+    """m1fvae: the FVAE's factorization on top of m1's code (issue 12, "together with the FVAE").
+
+    m1's encoder and decoder (both given the member's neutral face y_i), with the FVAE's prior
+    on the code, z_it ~ N(U_i∘V_t, I) (U log-normal, V normal, MAP), and its predictive term
+    w·(−log N(x; y_i + g(U_i∘V_t, y_i), σ²I)) (models.predictive_weight, as models/fvae.py). A
+    missing face (i, t) is y_i + g(U_i∘V_t, y_i): U∘V factorizes an expression code whose
+    identity part the neutral face already carries. New members: y from their seen faces (m1's
+    rule), then log U by MAP under the training members' prior (models.nets.infer_log_u).
+    """
+    kind = "m1fvae"
+    finalize_sets_state = False
+
+    def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
+                 u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
+                 d: int = N_COORDS, neutral_fraction: float = 0.2, min_faces: int = 5,
+                 predictive_weight: float = 1.0, **_):
+        super().__init__(n_members, n_seconds, k, hidden=hidden, layers=layers, obs_std=obs_std, d=d,
+                         neutral_fraction=neutral_fraction, min_faces=min_faces)
+        from models.nets import Factors
+
+        self._args.update(u_prior_std=u_prior_std, v_prior_std=v_prior_std, predictive_weight=predictive_weight)
+        self.predictive_weight = predictive_weight
+        self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std)
+        del self.member_z                     # the code of (i, t) is U_i∘V_t, not a member mean
+
+    @classmethod
+    def extra_config(cls, models_cfg) -> dict:
+        return {**super().extra_config(models_cfg), "predictive_weight": models_cfg.predictive_weight}
+
+    def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
+        y = self.neutral[i]
+        mu, logvar = self.encode(x, y)
+        prior_mean = self.factors.latent(i, t)
+        recon = self.noise.nll(self.decode(reparameterize(mu, logvar), y), x).mean()
+        kl = kl_normal(mu, logvar, prior_mean).mean()
+        prior = self.factors.neg_log_prior() / n_obs
+        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.log_std.exp()}
+        loss = recon + beta * kl + prior
+        if self.predictive_weight > 0:
+            terms["predictive"] = self.noise.nll(self.decode(prior_mean, y), x).mean()
+            loss = loss + self.predictive_weight * terms["predictive"]
+        return {"loss": loss, **terms}
+
+    def finalize(self, faces) -> None:
+        pass
+
+    def codes(self) -> torch.Tensor:
+        """(N, D + K): each member's neutral face and log U."""
+        return torch.cat([self.neutral, self.factors.log_u], -1)
+
+    def predict_rows(self, codes: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.factors.latent_rows(codes[:, self.d:], t), codes[:, :self.d])
+
+    def predict(self, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.factors.latent(i, t), self.neutral[i])
+
+    def latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.factors.log_u.exp(), self.factors.v
+
+    def row_objective(self, log_u_rows: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A new member's U terms of the loss: ½‖μ − u∘v_t‖² + w·(−log N(x; y + g(u∘v_t, y), σ²I)).
+        target (B, D + D + K): the face, its member's neutral face, its posterior mean."""
+        x, y, mu = target[:, :self.d], target[:, self.d:2 * self.d], target[:, 2 * self.d:]
+        z = self.factors.latent_rows(log_u_rows, t)
+        loss = 0.5 * ((mu - z) ** 2).sum(-1)
+        if self.predictive_weight > 0:
+            loss = loss + self.predictive_weight * self.noise.nll(self.decode(z, y), x)
+        return loss
+
+    def infer_codes(self, x: torch.Tensor, seen: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+        from models.nets import infer_log_u
+
+        with torch.no_grad():
+            y = neutral_faces(x, seen, self.neutral_fraction, 1, fallback=self.neutral.mean(0))
+            i, t, faces = seen_faces(x, seen)
+            target = torch.cat([faces, y[i], self.encode(faces, y[i])[0]], -1)
+        return torch.cat([y, infer_log_u(self, target, i, t, len(x), steps, lr)], -1)

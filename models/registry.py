@@ -111,6 +111,8 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
               "(Mikheeva et al. M1)", config_field="perceptual", factorized=False, encodes_faces=True),
     ModelSpec("m2", "models.perceptual_vae:TripletVAE", "M1 plus a topological prior from triplets "
               "(Mikheeva et al. M2)", config_field="perceptual", factorized=False, encodes_faces=True),
+    ModelSpec("m1fvae", "models.perceptual_vae:NeutralFaceFVAE", "the FVAE's U∘V factorization of m1's code "
+              "(neutral face as extra input)", config_field="perceptual", encodes_faces=True),
     ModelSpec("sdvae", "models.static_dynamic_vae:StaticDynamicVAE", "static f per member from unordered frames, "
               "dynamic z per face", config_field="static_dynamic", factorized=False, encodes_faces=True),
 )}

@@ -93,7 +93,7 @@ def test_triplet_file_round_trip_and_errors(labelled, tmp_path):
 def test_m1_and_m2_train_resume_and_infer_new_members(labelled, tmp_path):
     movie, labels, intensity = labelled
     path = _triplet_file(movie, labels, intensity, tmp_path / "t.csv")
-    for kind in ("m1", "m2"):
+    for kind in ("m1", "m2", "m1fvae"):
         models_cfg, train_cfg = _cfgs(path, epochs=4)
         straight = fit_model(kind, movie, movie.mask, models_cfg, train_cfg, tmp_path / kind)
         half = TrainConfig(**{**train_cfg.__dict__, "epochs": 2})
@@ -108,7 +108,7 @@ def test_m1_and_m2_train_resume_and_infer_new_members(labelled, tmp_path):
         for i in range(movie.n_members):
             own = torch.from_numpy(x[i][movie.mask[i]])
             assert (own - straight.model.neutral[i]).abs().sum(1).min() < 1e-4
-        codes, _ = infer_members(straight, x[:3], movie.mask[:3], 0, 0.0)
+        codes, _ = infer_members(straight, x[:3], movie.mask[:3], 3, 0.05)
         assert codes.shape == (3, 136 + 3)
         assert "triplet" in straight.metrics[-1] if kind == "m2" else "triplet" not in straight.metrics[-1]
 
