@@ -32,13 +32,25 @@ OPTIONAL_COMMAND_MODULES: tuple[str, ...] = (
     "pipeline.labeling")
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of workers (1 or more), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more workers, got {value} (1 runs the units one by one "
+                                         f"in this process)")
+    return value
+
+
 def common_parser() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("common options")
     group.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
                        help="YAML overlay(s) on configs/default.yaml, applied in order")
     group.add_argument("--workspace", metavar="DIR", help="workspace folder (= workspace.root=DIR)")
-    group.add_argument("--workers", type=int, metavar="N", help="parallel worker processes (= workspace.workers=N)")
+    group.add_argument("--workers", type=positive_int, metavar="N",
+                       help="parallel worker processes, 1 or more (= workspace.workers=N)")
     group.add_argument("--force", action="store_true", help="recompute units even when up to date")
     group.add_argument("--movie", help="only this movie")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -170,6 +182,11 @@ def summarize_tensors(workspace: Workspace, movie: str | None = None, not_rebuil
               f"{missing:.1f}% missing, {len(set(t.session_id))} session(s)")
         if path.stem in (not_rebuilt or {}):
             print(f"  NOT rebuilt by this command ({not_rebuilt[path.stem]}): this is an earlier run's tensor")
+        observed = int(t.mask.sum())
+        if observed < max(10, 0.01 * t.mask.size):
+            print(f"  WARNING: almost nothing observed ({observed} faces in {t.mask.size} member × bin cells): "
+                  f"no model can learn from this tensor. Check the recordings show faces and the detectors "
+                  f"find them (`audience inspect`)")
         left_out = t.attrs.get("partial_left_out")
         if left_out is not None and len(np.atleast_1d(left_out)):
             names = [str(v.decode() if isinstance(v, bytes) else v) for v in np.atleast_1d(left_out)]
@@ -252,9 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_parser()
     parser = argparse.ArgumentParser(
         prog="audience", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pipeline import __version__
+
+    parser.add_argument("--version", action="version", version=f"audience {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stage_help = {
         "synthesize": "generate synthetic IR screenings with ground truth into raw/",
+        "survey": "find the seat rows and face sizes in a few frames of each recording",
         "detect": "find faces (front/back HOG MMOD detectors) in sampled frames",
         "landmarks": "fit 68 landmarks (dlib ERT) to every detection",
         "frontalize": "remove head pose; landmarks into the canonical face frame",
@@ -262,16 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
         "bin": "bin members × seconds into data/tensors/<movie>.h5",
     }
     for name in STAGE_SPECS:
-        p = sub.add_parser(name, parents=[common], help=stage_help.get(name, name))
+        p = sub.add_parser(name, parents=[common], help=stage_help.get(name, name),
+                           description=f"{stage_help.get(name, name)}. Reruns only the units that are not up to "
+                                       f"date; a unit whose upstream unit failed or is not done is reported as "
+                                       f"blocked. Exit codes: 0 done, 1 units failed or blocked, 2 usage, config "
+                                       f"or data error, 130 interrupted.")
         if name == "synthesize":
             p.add_argument("--small", action="store_true", help="small frames and theatre (tests, quick looks)")
         p.set_defaults(handler=cmd_stage)
-    p = sub.add_parser("run", parents=[common], help="every video→tensor stage over the screenings in raw/")
+    p = sub.add_parser("run", parents=[common], help="every video→tensor stage over the screenings in raw/",
+                       description="Register a screening list (optional), then run survey, detect, landmarks, "
+                                   "frontalize, members and bin over every recording in raw/. A bad recording "
+                                   "fails its own units; the others run to the end and the movie's tensor is "
+                                   "built from them (marked partial). Exit codes: 0 done, 1 units failed or "
+                                   "blocked, 2 usage, config or data error, 130 interrupted.")
     p.add_argument("--screenings", metavar="YAML", help="register this screening list first")
     p.add_argument("--synthesize", action="store_true", help="generate the synthetic screenings first")
     p.add_argument("--small", action="store_true", help="with --synthesize: small synthetic theatre")
     p.set_defaults(handler=cmd_run)
-    p = sub.add_parser("status", parents=[common], help="which units are done, stale or missing")
+    p = sub.add_parser("status", parents=[common], help="which units are done, stale or missing",
+                       description="Which units of each stage are done, stale (made from other inputs or "
+                                   "parameters than the config given now) or missing. Reads only; takes no lock.")
     p.add_argument("--verbose", "-v", action="store_true", help="list stale and missing units")
     p.set_defaults(handler=cmd_status)
     p = sub.add_parser("demo", parents=[common],
@@ -333,13 +365,20 @@ def run_locked(args, cfg, command_line: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
     import signal
 
     from pipeline.runner import deliver_interrupts
 
     sys.unraisablehook = deliver_interrupts(sys.unraisablehook)
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()              # a closed pipe shows here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:             # `audience status | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())           # Python's flush at exit must not fail again
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)      # a second Ctrl-C during clean-up: no traceback
         print("interrupted; rerun the same command to resume", file=sys.stderr)

@@ -99,6 +99,26 @@ NOT_VOUCHED = "not vouched for: its producing unit has no manifest"
 RESERVE_BYTES = 1 << 20      # kept free beyond a unit's expected outputs (manifests, temp files)
 
 
+def manifest_path_text(path: Path, root: Path | None) -> str:
+    """How a manifest names a file: relative to the workspace root when inside it (so a workspace can be
+    copied or moved and stay up to date), else as given (assets, calibrations outside the workspace)."""
+    path = Path(path)
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _same_file(recorded: str, path: Path) -> bool:
+    """A manifest's record (absolute, or relative to a workspace root) names `path`."""
+    rec = Path(recorded)
+    if rec.is_absolute() or not rec.parts:
+        return rec == path
+    return Path(path).parts[-len(rec.parts):] == rec.parts
+
+
 def _input_fingerprint(path: Path) -> str:
     """The producer's recorded digest when the input came from a stage, else the content hash."""
     path = Path(path)
@@ -108,7 +128,7 @@ def _input_fingerprint(path: Path) -> str:
         except (OSError, ValueError):
             continue
         for record in outputs.values():
-            if Path(record["path"]) == path and path.exists() and path.stat().st_size == record["size"]:
+            if _same_file(record["path"], path) and path.exists() and path.stat().st_size == record["size"]:
                 return record["sha256"]
     return file_digest(path)
 
@@ -163,7 +183,8 @@ class Graph:
         return _recorded_output(made_by[1], path) or NOT_VOUCHED
 
     def fingerprints(self, stage: Stage, unit: Unit) -> dict[str, str]:
-        return {str(p): self.fingerprint(stage, p) for p in unit.inputs}
+        root = self.workspace.root
+        return {manifest_path_text(p, root): self.fingerprint(stage, p) for p in unit.inputs}
 
     def upstream_problems(self, stage: Stage, unit: Unit) -> dict[tuple[str, str], str]:
         """{(upstream stage, unit): why it is not done} over the inputs of `unit` that units make."""
@@ -214,13 +235,19 @@ def unit_state(stage: Stage, unit: Unit, cfg, graph: Graph | None = None) -> str
         recorded = json.loads(unit.manifest_path.read_text())
     except (OSError, ValueError):
         return "stale"
-    for record in recorded.get("outputs", {}).values():
-        path = Path(record["path"])
+    finals = dict(unit.outputs)
+    for name, record in recorded.get("outputs", {}).items():
+        path = Path(finals.get(name, record["path"]))
         if not path.exists() or path.stat().st_size != record["size"]:
             return "stale"
     if any(not Path(p).exists() for p in unit.inputs):
         return "stale"
-    wanted = expected_manifest(stage, unit, cfg, graph)
+    fingerprints = None
+    if graph is None:       # no workspace root at hand: name each input as the manifest does
+        names = list(recorded.get("inputs", {}))
+        fingerprints = {next((k for k in names if _same_file(k, Path(p))), str(p)): _input_fingerprint(p)
+                        for p in unit.inputs}
+    wanted = expected_manifest(stage, unit, cfg, graph, fingerprints)
     same = all(recorded.get(k) == v for k, v in wanted.items())
     return "done" if same else "stale"
 
@@ -229,21 +256,23 @@ def unit_state(stage: Stage, unit: Unit, cfg, graph: Graph | None = None) -> str
 
 
 def execute_unit(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None,
-                 need_bytes: int = 0) -> dict:
+                 need_bytes: int = 0, root: Path | None = None) -> dict:
     """Compute one unit into temp files, commit them, then write the manifest (in a worker)."""
     return execute_units([(stage, unit)], cfg, lambda tmp: stage.compute(unit, cfg, tmp[0]), [fingerprints],
-                         need_bytes)[0]
+                         need_bytes, root)[0]
 
 
 def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[dict]], None],
-                  fingerprints: list[dict[str, str] | None] | None = None, need_bytes: int = 0) -> list[dict]:
+                  fingerprints: list[dict[str, str] | None] | None = None, need_bytes: int = 0,
+                  root: Path | None = None) -> list[dict]:
     """Compute units of consecutive stages in one pass (`compute` gets each unit's temp outputs), then
     commit them in order, each with its manifest last: a kill in between leaves the earlier units done.
 
     `fingerprints`: per unit, its inputs' fingerprints as the runner resolved them from the graph
     before the unit ran (None: from the files); an input made in this same pass gets its new digest.
     `need_bytes`: about what the outputs will take (other units' of the stage): with less free space the
-    unit is refused before it writes anything. A write that fails for want of space raises DiskFullError."""
+    unit is refused before it writes anything. A write that fails for want of space raises DiskFullError.
+    `root`: the workspace root; the manifests name the files inside it relative to it."""
     started = time.perf_counter()
     fingerprints = fingerprints or [None] * len(pairs)
     made_here = {Path(p) for _, u in pairs for _, p in u.outputs}
@@ -274,11 +303,13 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
             for name, final in unit.outputs:
                 if not tmp[name].exists():
                     raise RuntimeError(f"stage {stage.name} did not write its output '{name}' for {unit.name}")
-                records[name] = {"path": str(final), "sha256": file_digest(tmp[name]), "size": tmp[name].stat().st_size}
+                records[name] = {"path": manifest_path_text(final, root), "sha256": file_digest(tmp[name]),
+                                 "size": tmp[name].stat().st_size}
                 commit(tmp[name], Path(final))
                 written[str(final)] = records[name]["sha256"]
-            inputs = {str(p): written.get(str(p)) or (given or {}).get(str(p)) or _input_fingerprint(p)
-                      for p in unit.inputs}
+            given = given or {}
+            inputs = {manifest_path_text(p, root): written.get(str(p)) or given.get(manifest_path_text(p, root))
+                      or _input_fingerprint(p) for p in unit.inputs}
             manifest = expected_manifest(stage, unit, cfg, fingerprints=inputs)
             manifest.update(outputs=records, seconds=round(time.perf_counter() - started, 3),
                             config={s: to_dict(getattr(cfg, s)) for s in stage.param_sections()})
@@ -298,18 +329,19 @@ def execute_units(pairs: list[tuple[Stage, Unit]], cfg, compute: Callable[[list[
 
 
 def _fused_worker(stage: Stage, unit: Unit, then: Stage, then_unit: Unit, cfg,
-                  fingerprints: dict[str, str] | None = None, need_bytes: int = 0) -> tuple[str, str | None]:
+                  fingerprints: dict[str, str] | None = None, need_bytes: int = 0,
+                  root: Path | None = None) -> tuple[str, str | None]:
     """`unit` and the next stage's unit of the same key in one pass (e.g. one video decode)."""
     def compute(tmp):
         then.compute_with_upstream(unit, then_unit, cfg, tmp[0], tmp[1])
 
     return _guarded(unit.name, lambda: execute_units([(stage, unit), (then, then_unit)], cfg, compute,
-                                                     [fingerprints, None], need_bytes))
+                                                     [fingerprints, None], need_bytes, root))
 
 
 def _worker(stage: Stage, unit: Unit, cfg, fingerprints: dict[str, str] | None = None,
-            need_bytes: int = 0) -> tuple[str, str | None]:
-    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg, fingerprints, need_bytes))
+            need_bytes: int = 0, root: Path | None = None) -> tuple[str, str | None]:
+    return _guarded(unit.name, lambda: execute_unit(stage, unit, cfg, fingerprints, need_bytes, root))
 
 
 def _guarded(name: str, work: Callable) -> tuple[str, str | None]:
@@ -421,8 +453,9 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
 
     def job(unit: Unit):
         if unit.key in fused:
-            return _fused_worker, (stage, unit, then, fused[unit.key], cfg, fingerprints[unit.name], need)
-        return _worker, (stage, unit, cfg, fingerprints[unit.name], need)
+            return _fused_worker, (stage, unit, then, fused[unit.key], cfg, fingerprints[unit.name], need,
+                                   workspace.root)
+        return _worker, (stage, unit, cfg, fingerprints[unit.name], need, workspace.root)
 
     fused_names = {"/".join(key) for key in fused}
     desc = f"{stage.name}+{then.name}" if fused else stage.name

@@ -136,3 +136,17 @@ def test_cli_a_failing_stage_blocks_every_later_stage_and_the_tensor_stays_untou
     assert " 2 computed" in lines["survey"]
     assert all(" 0 computed" in lines[s] for s in ("detect", "landmarks", "frontalize", "members", "bin")), lines
     assert {top: files_of(ws / top) for top in later} == before
+
+
+def test_a_moved_workspace_stays_up_to_date(small_workspace, tmp_path):
+    """Manifests name the workspace's files relative to its root: copied elsewhere and named by an absolute
+    path, nothing is stale (before, every unit was)."""
+    moved = tmp_path / "elsewhere" / "moved-ws"
+    shutil.copytree(small_workspace / "ws", moved, symlinks=True)
+    manifest = json.loads((moved / "tensors" / "synthmovie.h5.manifest.json").read_text())
+    assert all(not Path(p).is_absolute() for p in manifest["inputs"])
+    assert manifest["outputs"]["tensor"]["path"] == "tensors/synthmovie.h5"
+    result = audience("run", "--workspace", moved, "--quiet", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if " computed " in line]
+    assert len(lines) == 6 and all(" 0 computed" in line for line in lines), lines

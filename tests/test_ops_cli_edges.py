@@ -1,0 +1,49 @@
+"""Issue 11, item 7: the CLI's unfriendly edges (`--version`, `--workers 0`, `status | head`, help texts)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import __version__
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def audience(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_version():
+    result = audience("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"audience {__version__}"
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_workers_below_one_is_refused(tmp_path, value):
+    result = audience("survey", "--workspace", tmp_path / "ws", "--workers", value)
+    assert result.returncode == 2 and "argument --workers" in result.stderr
+    assert "1 or more" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "status", "--workspace", str(tmp_path / "ws"),
+                             "-v"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                                      # `| head` that has read what it wanted
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert proc.returncode == 141                            # as a Unix tool ended by SIGPIPE (128 + 13)
+
+
+def test_every_command_has_a_description_without_developer_notes():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in ("synthesize", "survey", "detect", "landmarks", "frontalize", "members", "bin", "run", "status"):
+        description = sub.choices[name].description
+        assert description and len(description) > 40, name
+        assert "Exit codes" in description or name == "status"
