@@ -313,7 +313,28 @@ def capture_main(args, cfg) -> int:
     if camera is not None:
         out = join_segments(folder / f"{args.camera_name}.segments", folder / f"{args.camera_name}.mp4", fps)
         print(f"recording: {out}")
+    else:
+        out = _link_replayed(Path(args.replay), folder, args.camera_name)
+        print(f"recording: {out} (linked to {Path(args.replay).resolve()})")
+    print("run `audience run` for the later stages (landmarks … the movie's tensor)")
     return 0
+
+
+def _link_replayed(video: Path, folder: Path, camera_name: str) -> Path:
+    """The replayed file becomes the session's recording in raw/ (a link), so `audience run` finds it and
+    finishes the stages after detection, as for a camera's recording."""
+    import os
+
+    from pipeline.store import DataError, ensure_dir
+
+    target = ensure_dir(folder) / f"{camera_name}{video.suffix.lower()}"
+    if target.is_symlink() or target.exists():
+        if target.resolve() != video.resolve():
+            raise DataError(f"{target} already holds another recording ({target.resolve()}); use another "
+                            f"--session or --camera-name, or remove it.")
+        return target
+    os.symlink(video.resolve(), target)
+    return target
 
 
 def _chain(first, rest):

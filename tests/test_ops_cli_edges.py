@@ -47,3 +47,20 @@ def test_every_command_has_a_description_without_developer_notes():
         description = sub.choices[name].description
         assert description and len(description) > 40, name
         assert "Exit codes" in description or name == "status"
+
+
+def test_a_replayed_capture_is_finished_by_run(tmp_path):
+    """`capture --replay` used to write detections only, and a later `run` found no recording and did nothing."""
+    small = ("synthetic.duration_s=2", "synthetic.sessions=1", "synthetic.fps=6")
+    made = audience("synthesize", "--small", "--workspace", tmp_path / "syn", "--quiet", *small)
+    assert made.returncode == 0, made.stdout + made.stderr
+    video = tmp_path / "syn" / "raw" / "synthmovie" / "s01" / "cam0.mp4"
+    ws = tmp_path / "ws"
+    captured = audience("capture", "--replay", video, "--movie", "mv", "--session", "s1", "--workspace", ws,
+                        "--quiet", "sources.replay_speed=20")
+    assert captured.returncode == 0, captured.stdout + captured.stderr
+    assert (ws / "raw" / "mv" / "s1" / "cam0.mp4").resolve() == video.resolve()
+    assert "audience run" in captured.stdout
+    result = audience("run", "--workspace", ws, "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (ws / "tensors" / "mv.h5").is_file()
