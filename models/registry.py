@@ -82,6 +82,8 @@ class ModelSpec:
     config_field: str | None = None           # the ModelsConfig section only this model reads
     factorized: bool = True                   # has U (N,K) and V (T,K) decoded as f(U∘V): the factors protocol
     log_codes: bool = True                    # U is log-normal (k-means and recovery use log U); False: U ≥ 0 as is
+    files: tuple[str, ...] = ()               # keys of its config section naming input files: their contents are
+                                              # fingerprinted (a changed file is not resumed from old checkpoints)
     encodes_faces: bool = False               # has a per-face encoder: encode_faces(x, i) for training members and
                                               # encode_new(x, seen) for new ones give a latent per face
 
@@ -110,7 +112,8 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("m1", "models.perceptual_vae:NeutralFaceVAE", "VAE conditioned on the member's neutral face "
               "(Mikheeva et al. M1)", config_field="perceptual", factorized=False, encodes_faces=True),
     ModelSpec("m2", "models.perceptual_vae:TripletVAE", "M1 plus a topological prior from triplets "
-              "(Mikheeva et al. M2)", config_field="perceptual", factorized=False, encodes_faces=True),
+              "(Mikheeva et al. M2)", config_field="perceptual", factorized=False, encodes_faces=True,
+              files=("triplets",)),
     ModelSpec("m1fvae", "models.perceptual_vae:NeutralFaceFVAE", "the FVAE's U∘V factorization of m1's code "
               "(neutral face as extra input)", config_field="perceptual", encodes_faces=True),
     ModelSpec("sdvae", "models.static_dynamic_vae:StaticDynamicVAE", "static f per member from unordered frames, "

@@ -264,6 +264,11 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
         # the shared settings and this model's own section; the other models' sections do not shape it
         others = {"names", "tf", *(f for f in registry.config_fields() if f != spec.config_field)}
         model = {k: v for k, v in to_dict(models_cfg).items() if k not in others}
+        section = getattr(models_cfg, spec.config_field) if spec.config_field else None
+        inputs = {key: getattr(section, key) for key in spec.files if getattr(section, key, None)}
+        if inputs:      # the contents of the model's input files, not only their names
+            model["file_sha256"] = {key: hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+                                    if Path(path).is_file() else "missing" for key, path in inputs.items()}
         model["train"] = {k: v for k, v in to_dict(train_cfg).items() if k not in RUNTIME_FIELDS}
     return json.loads(json.dumps({"kind": kind, **model, "data": data, "split": split}, default=str))
 

@@ -185,3 +185,14 @@ def test_benchmark_script_runs_small(tmp_path):
     assert all(0 <= r["expression_svm_acc"] <= 1 and 0 <= r["heldout_triplets_satisfied"] <= 1 for r in rows.values())
     assert rows["m2"]["train_faces_per_s"] > 0 and rows["raw landmarks"]["train_faces_per_s"] is None
     assert 0 <= res["static_dynamic"]["sdvae f: NN member ID"] <= 1 and res["test_members"] == 5
+
+
+def test_m2_refuses_to_resume_after_its_triplet_file_changed(labelled, tmp_path):
+    movie, labels, intensity = labelled
+    path = _triplet_file(movie, labels, intensity, tmp_path / "t.csv", 100)
+    models_cfg, train_cfg = _cfgs(path, epochs=1)
+    fit_model("m2", movie, movie.mask, models_cfg, train_cfg, tmp_path / "m2")
+    fit_model("m2", movie, movie.mask, models_cfg, train_cfg, tmp_path / "m2", resume=True)     # same file: fine
+    _triplet_file(movie, labels, intensity, path, 50)
+    with pytest.raises(ValueError, match="file_sha256"):
+        fit_model("m2", movie, movie.mask, models_cfg, train_cfg, tmp_path / "m2", resume=True)
