@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.store import Workspace  # noqa: E402
 
 BACK_ROWS = 3
+ORACLE = "oracle_detections"    # manifest key of detect chunks made from the truth (the runner ignores it)
 STAGES = ("survey", "detect", "landmarks", "frontalize", "members", "bin")
 
 
@@ -52,14 +53,22 @@ def make_config(root: Path, scale: str, duration_s: float, sessions: int, overri
 
 
 def oracle_detections(cfg, workspace: Workspace, jitter: float, seed: int = 0) -> None:
-    """Write detect chunks made from the truth boxes (visible faces, jittered)."""
-    from pipeline.detect import DETECT
-    from pipeline.detector_training import face_box_from_landmarks
-    from pipeline.sources import expected_frame_times, probe_video
-    from pipeline.store import Detections, read_synthetic_truth, write_detections
+    """Write detect chunks made from the truth boxes (visible faces, jittered) in place of the detector's.
 
+    They go through the runner as the detect stage's units (its manifest, its inputs: the recording and
+    the survey, which runs first), so the declared graph lets the later stages run on them."""
+    from pipeline.detector_training import face_box_from_landmarks
+    from pipeline.runner import Graph, execute_unit, run_stage
+    from pipeline.sources import expected_frame_times, probe_video
+    from pipeline.stages import get_stage
+    from pipeline.store import Detections, read_synthetic_truth, write_detections, write_text_atomic
+
+    survey = run_stage(get_stage("survey"), cfg, workspace, progress=False)
+    if survey.failed or survey.blocked:
+        raise RuntimeError(f"survey failed: {survey.failed or survey.blocked}")
     rng = np.random.default_rng(seed)
-    for unit in DETECT.plan(cfg, workspace):
+
+    def compute(unit, cfg, tmp_outputs):
         video = Path(unit.get("video"))
         truth, _ = read_synthetic_truth(video.with_suffix(".truth.h5"), ("landmarks_image", "visible", "seat_row"))
         info = probe_video(video)
@@ -82,7 +91,25 @@ def oracle_detections(cfg, workspace: Workspace, jitter: float, seed: int = 0) -
                                 "width_px": info.width_px, "height_px": info.height_px,
                                 "sample_every_s": cfg.sources.sample_every_s, "detector_front": "oracle",
                                 "detector_back": "oracle"})
-        write_detections(unit.outputs[0][1], det)
+        write_detections(tmp_outputs["detections"], det)
+
+    detect = dataclasses.replace(get_stage("detect"), compute=compute)
+    graph = Graph(cfg, workspace)
+    for unit in detect.plan(cfg, workspace):
+        manifest = execute_unit(detect, unit, cfg, graph.fingerprints(detect, unit), root=workspace.root)
+        write_text_atomic(unit.manifest_path, json.dumps({**manifest, ORACLE: True}, indent=1, sort_keys=True))
+
+
+def forget_oracle_detections(cfg, workspace: Workspace) -> None:
+    """Drop the manifests of oracle detect chunks, so the real detector redoes those chunks."""
+    from pipeline.stages import get_stage
+
+    for unit in get_stage("detect").plan(cfg, workspace):
+        try:
+            if json.loads(unit.manifest_path.read_text()).get(ORACLE):
+                unit.manifest_path.unlink()
+        except (OSError, ValueError):
+            pass
 
 
 # ----------------------------------------------------------------------------- matching to the truth
@@ -235,6 +262,8 @@ def run_pipeline(cfg, workspace: Workspace, detections: str, jitter: float, stag
         if name == "detect" and detections == "oracle":
             oracle_detections(cfg, workspace, jitter)
             continue
+        if name == "detect":
+            forget_oracle_detections(cfg, workspace)
         report = run_stage(get_stage(name), cfg, workspace, progress=False)
         print("   ", report.line())
         for unit, err in report.failed.items():
