@@ -42,6 +42,10 @@ Box conventions
   the stock model). `refine_passes` refits with this box derived from the
   previous fit, which makes the result nearly independent of the detector's
   box convention.
+* Track box: the final pass of a face starts from the median of those refined
+  boxes over its track (the same seated face in the chunk's frames within
+  ±`track_window_s`; pipeline/face_tracks.py), so one frame's bad start does
+  not make a slipped fit (`ChunkFitter`).
 """
 from __future__ import annotations
 
@@ -226,32 +230,110 @@ def calibration_files(cfg) -> list[Path]:
 
 def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
               mapping: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Fit every detector box (D, 4) of one frame (cfg: LandmarksConfig).
+    """Fit every detector box (D, 4) of one frame (cfg: LandmarksConfig), each from its own box alone.
 
     mapping: (D, 3) box_scale, box_dx, box_dy per box (default: the config's numbers, 1/0/0 where unset).
     Returns landmarks_px (D, 68, 2), ert_box_px (D, 4), upsample (D,), fit_ok (D,).
     """
+    return final_fit(predictor, image, start_boxes(predictor, image, det_box_px, cfg, mapping), cfg)
+
+
+def start_boxes(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
+                mapping: np.ndarray | None = None) -> np.ndarray:
+    """The ERT boxes (D, 4) the final pass starts from: the detector boxes mapped to the ERT's convention,
+    then `cfg.refine_passes` times re-derived from a fit (coarse levels only on the numpy engine: only the
+    box is kept). NaN where a box is unusable or a refit collapsed it."""
     if mapping is None:
         mapping = np.broadcast_to(np.array(box_mapping(cfg)), (len(det_box_px), 3))
     mapping = np.asarray(mapping, np.float64).reshape(-1, 3)
     boxes = ert_boxes_from_detections(det_box_px, mapping[:, 0], mapping[:, 1], mapping[:, 2])
+    for _ in range(cfg.refine_passes):
+        ok = _usable(boxes)
+        boxes[~ok] = np.nan
+        if not ok.any():
+            break
+        if isinstance(predictor, ErtModel):
+            with _one_blas_thread():
+                pts = ert_predict(predictor, image, boxes[ok], levels=cfg.coarse_levels or None)
+        else:
+            pts = np.array([fit_one(predictor, image, box, cfg.target_face_px, cfg.max_upsample, cfg.crop_margin)[0]
+                            for box in boxes[ok]]).reshape(-1, N_POINTS, 2)
+        boxes[ok] = ert_boxes_from_landmarks(pts)
+    boxes[~_usable(boxes)] = np.nan
+    return boxes
+
+
+def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, cfg) -> dict[str, np.ndarray]:
+    """The full fit of every ERT box (D, 4) of one frame (NaN boxes are not fitted)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
     out = {"landmarks_px": np.full((n, N_POINTS, 2), np.nan, np.float32),
            "ert_box_px": boxes.astype(np.float32), "upsample": np.full(n, np.nan, np.float32)}
-    if isinstance(predictor, ErtModel):
-        _fit_faces_numpy(predictor, image, boxes, cfg, out)
-        out["fit_ok"] = np.isfinite(out["landmarks_px"]).all(axis=(1, 2))
-        return out
-    for i in range(n):
-        box = boxes[i]
-        for _ in range(1 + cfg.refine_passes):
-            pts, factor = fit_one(predictor, image, box, cfg.target_face_px, cfg.max_upsample, cfg.crop_margin)
-            if not np.isfinite(pts).all():
-                break
-            out["landmarks_px"][i], out["ert_box_px"][i], out["upsample"][i] = pts, box, factor
-            box = ert_boxes_from_landmarks(pts[None])[0]
+    ok = _usable(boxes)
+    if ok.any() and isinstance(predictor, ErtModel):
+        with _one_blas_thread():
+            out["landmarks_px"][ok] = ert_predict(predictor, image, boxes[ok])
+        out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions
+    elif ok.any():
+        for i in np.flatnonzero(ok):
+            out["landmarks_px"][i], out["upsample"][i] = fit_one(predictor, image, boxes[i], cfg.target_face_px,
+                                                                 cfg.max_upsample, cfg.crop_margin)
     out["fit_ok"] = np.isfinite(out["landmarks_px"]).all(axis=(1, 2))
     return out
+
+
+def _usable(boxes: np.ndarray) -> np.ndarray:
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_PX)
+
+
+class ChunkFitter:
+    """Fits the faces of one chunk's sampled frames, handed in time order with `add`.
+
+    Each face's final fit starts from the median box of its track (pipeline/face_tracks.py) within
+    ±cfg.track_window_s, so a frame waits for the frames its window needs: at most that many seconds of
+    frames are held. With track_window_s 0 every face starts from its own frame's box, as `fit_faces`.
+    `finish` returns {frame slot: fit_faces-like dict} for every frame added with boxes."""
+
+    def __init__(self, predictor, cfg, mappings: np.ndarray, every_s: float):
+        from pipeline.face_tracks import TrackLinker
+
+        self.predictor, self.cfg, self.mappings = predictor, cfg, np.asarray(mappings, np.float64)
+        self.half = int(round(cfg.track_window_s / every_s)) if cfg.track_window_s > 0 and every_s > 0 else 0
+        self.linker = TrackLinker(max_gap=max(1, 2 * self.half))
+        self.history: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []   # (slot, image, track ids, boxes)
+        self.results: dict[int, dict[str, np.ndarray]] = {}
+
+    def add(self, slot: int, image: np.ndarray, det_box_px: np.ndarray, band: np.ndarray) -> None:
+        det_box_px = np.asarray(det_box_px, np.float32).reshape(-1, 4)
+        if len(det_box_px):
+            boxes = start_boxes(self.predictor, image, det_box_px, self.cfg,
+                                self.mappings[np.clip(np.asarray(band), 0, 1)])
+            if self.half == 0:
+                self.results[slot] = final_fit(self.predictor, image, boxes, self.cfg)
+                return
+            ids = self.linker.link(slot, det_box_px)
+            for track, box in zip(ids, boxes):
+                if np.isfinite(box).all():
+                    self.history.setdefault(int(track), []).append((slot, box))
+            self.pending.append((slot, image, ids, boxes))
+        self._flush(slot - self.half)
+
+    def finish(self) -> dict[int, dict[str, np.ndarray]]:
+        self._flush(float("inf"))
+        return self.results
+
+    def _flush(self, upto: float) -> None:
+        from pipeline.face_tracks import median_box
+
+        while self.pending and self.pending[0][0] <= upto:
+            slot, image, ids, boxes = self.pending.pop(0)
+            start = np.array([median_box(self.history[int(t)], slot, self.half) if np.isfinite(b).all() else b
+                              for t, b in zip(ids, boxes)])
+            self.results[slot] = final_fit(self.predictor, image, start, self.cfg)
+        oldest = self.pending[0][0] if self.pending else upto
+        for track, entries in self.history.items():          # entries no pending frame's window reaches
+            self.history[track] = [(s, b) for s, b in entries if s >= oldest - self.half]
 
 
 # ----------------------------------------------------------------------------- numpy ERT engine
@@ -605,27 +687,6 @@ def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: i
     return np.stack([left + shape[..., 0] * width, top + shape[..., 1] * height], axis=-1).astype(np.float32)
 
 
-def _fit_faces_numpy(model: ErtModel, image: np.ndarray, boxes: np.ndarray, cfg, out: dict) -> None:
-    """All faces of one frame in one batch per pass (fills `out` in place)."""
-    ok = np.isfinite(boxes).all(axis=1) & (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_PX)
-    if not ok.any():
-        return
-    box = boxes[ok]
-    alive = np.ones(len(box), bool)    # a refit box that collapsed ends the face's fit, as in the dlib engine
-    passes = 1 + cfg.refine_passes
-    with _one_blas_thread():
-        for p in range(passes):
-            last = p == passes - 1
-            pts = ert_predict(model, image, box, levels=None if last or not cfg.coarse_levels else cfg.coarse_levels)
-            if not last:
-                box = ert_boxes_from_landmarks(pts)
-                alive &= np.isfinite(box).all(axis=1) & (box[:, 2] - box[:, 0] >= MIN_BOX_PX)
-    pts[~alive] = np.nan
-    out["landmarks_px"][ok] = pts
-    out["ert_box_px"][ok] = box
-    out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions
-
-
 # ----------------------------------------------------------------------------- stage
 
 
@@ -662,14 +723,11 @@ def _empty_fits(d: int) -> dict[str, np.ndarray]:
 def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
     """Refit one detections chunk, decoding its frames again (when detect ran in an earlier command)."""
     from pipeline.sources import iter_frames, limit_worker_threads
-    from pipeline.store import read_detections, write_landmarks_chunk
+    from pipeline.store import read_detections
 
     limit_worker_threads()
     dets = read_detections(Path(unit.get("detections")))
-    lcfg = cfg.landmarks
-    predictor = load_landmarker(lcfg)
-    mappings = band_mappings(cfg)
-    fitted = _empty_fits(len(dets.det_frame))
+    fitter = _chunk_fitter(cfg, dets.attrs)
     wanted = {int(dets.frame_index[f]): f for f in np.unique(dets.det_frame)}
     if wanted:
         attrs = dets.attrs
@@ -679,49 +737,54 @@ def compute(unit: Unit, cfg, tmp_outputs: dict[str, Path]) -> None:
             if slot is None or frame.image is None:
                 continue
             rows = np.flatnonzero(dets.det_frame == slot)
-            mapping = mappings[np.clip(dets.det_band[rows], 0, 1)]
-            for name, values in fit_faces(predictor, frame.image, dets.det_box_px[rows], lcfg, mapping).items():
-                fitted[name][rows] = values
+            fitter.add(slot, frame.image, dets.det_box_px[rows], dets.det_band[rows])
             if not wanted:
                 break
-    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name,
-                          box_mappings=mappings)
+    _write_fits(tmp_outputs["landmarks"], dets, fitter, cfg)
 
 
 def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path], tmp_outputs: dict[str, Path]) -> None:
-    """Detect and fit one chunk in ONE decode: each frame's faces are fitted as soon as they are found.
+    """Detect and fit one chunk in ONE decode: each frame's faces are handed to the fitter as they are found.
 
     Writes exactly what `detect` then `landmarks` would write (the boxes fitted are the float32 boxes
-    the detections file holds), so a rerun of either stage alone finds its unit up to date.
+    the detections file holds, in the same frame order), so a rerun of either stage alone finds its unit
+    up to date.
     """
     from pipeline.detect import detect_unit
-    from pipeline.store import write_detections, write_landmarks_chunk
+    from pipeline.store import write_detections
 
-    lcfg = cfg.landmarks
-    predictor = load_landmarker(lcfg)
-    mappings = band_mappings(cfg)
-    per_slot: dict[int, dict[str, np.ndarray]] = {}
+    fitter = _chunk_fitter(cfg, {"sample_every_s": cfg.sources.sample_every_s})
 
     def fit_frame(slot: int, image: np.ndarray, boxes: np.ndarray, band: np.ndarray) -> None:
         if len(boxes):
-            per_slot[slot] = fit_faces(predictor, image, np.asarray(boxes, np.float32), lcfg,
-                                       mappings[np.clip(band, 0, 1)])
+            fitter.add(slot, image, np.asarray(boxes, np.float32), band)
 
     dets = detect_unit(det_unit, cfg, on_frame=fit_frame)
+    write_detections(det_tmp["detections"], dets)
+    _write_fits(tmp_outputs["landmarks"], dets, fitter, cfg)
+
+
+def _chunk_fitter(cfg, det_attrs: dict) -> ChunkFitter:
+    return ChunkFitter(load_landmarker(cfg.landmarks), cfg.landmarks, band_mappings(cfg),
+                       float(det_attrs.get("sample_every_s") or cfg.sources.sample_every_s))
+
+
+def _write_fits(path: Path, dets, fitter: ChunkFitter, cfg) -> None:
+    from pipeline.store import write_landmarks_chunk
+
     fitted = _empty_fits(len(dets.det_frame))
-    for slot, result in per_slot.items():
+    for slot, result in fitter.finish().items():
         rows = np.flatnonzero(dets.det_frame == slot)
         for name, values in result.items():
             fitted[name][rows] = values
-    write_detections(det_tmp["detections"], dets)
-    write_landmarks_chunk(tmp_outputs["landmarks"], dets, fitted, model=model_path_of(lcfg.model_path).name,
-                          box_mappings=mappings)
+    write_landmarks_chunk(path, dets, fitted, model=model_path_of(cfg.landmarks.model_path).name,
+                          box_mappings=fitter.mappings)
 
 
-LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="2",
+LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every detection", version="3",
                   sections=("sources", "detect", "landmarks"), plan=plan, compute=compute,
                   upstream="detect", compute_with_upstream=compute_with_detect)
 
-__all__ = ["LANDMARKS", "fit_faces", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
+__all__ = ["LANDMARKS", "ChunkFitter", "fit_faces", "start_boxes", "final_fit", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
            "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",
            "ert_boxes_from_landmarks", "fit_box_mapping", "N_POINTS"]

@@ -80,6 +80,7 @@ class LandmarksConfig:
     max_upsample: float = 8.0      # dlib engine: never upsample a crop more than this factor
     crop_margin: float = 0.6       # dlib engine: crop this many ERT-box sides of context around the box, each side
     refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
+    track_window_s: float = 1.0    # the final fit starts from the median box of the face's track within ± this (0 = own box)
     coarse_levels: int = 5         # numpy engine: cascade levels of the passes before the last (0 = all)
     leaf_rank: int = 48            # numpy engine: rank each level's leaf table is factored to (0 = exact)
 
@@ -89,9 +90,9 @@ class LandmarksConfig:
             raise ValueError(f"landmarks.box_scale must be in [0.2, 5] or null (the detector's calibration), "
                              f"got {self.box_scale}")
         if self.max_upsample < 1 or self.crop_margin < 0 or self.refine_passes < 0 or self.coarse_levels < 0 \
-                or self.leaf_rank < 0:
+                or self.leaf_rank < 0 or not 0 <= self.track_window_s <= 30:
             raise ValueError("landmarks: max_upsample must be >= 1, crop_margin >= 0, refine_passes >= 0, "
-                             "coarse_levels >= 0, leaf_rank >= 0")
+                             "coarse_levels >= 0, leaf_rank >= 0, track_window_s in [0, 30] seconds")
         if self.engine not in ("numpy", "dlib"):
             raise ValueError(f"landmarks.engine must be 'numpy' or 'dlib', got {self.engine!r}")
 
