@@ -3,7 +3,7 @@ landmark fit taken from its track.
 
 An audience sits still: a face's box hardly moves over a second or two, while one frame's fit can start
 from a detector box a tenth of a face off and slip. So the final landmark pass of a face starts from the
-per-coordinate median (centre x, centre y, side) of its track's boxes within ±`half_window` sampled frames,
+per-coordinate median (centre x, centre y, side, roll) of its track's boxes within ±`half_window` sampled frames,
 not from that frame's box alone (`landmarks.track_window_s`). The boxes are the refine passes' ERT boxes,
 which follow the face, not the detector's grid.
 """
@@ -49,13 +49,14 @@ class TrackLinker:
         return ids
 
 
-def median_box(history: list[tuple[int, np.ndarray]], slot: int, half_window: int) -> np.ndarray:
-    """The median square box [l, t, r, b] (centre x, centre y and side each) of a track's (slot, box)
-    entries within ±half_window slots of `slot`."""
-    near = np.array([box for s, box in history if abs(s - slot) <= half_window], np.float64).reshape(-1, 4)
-    if not len(near):
+def median_start(history: list[tuple[int, np.ndarray, float]], slot: int, half_window: int) -> tuple[np.ndarray, float]:
+    """The median square box [l, t, r, b] (centre x, centre y and side each) and the median roll of a
+    track's (slot, box, roll) entries within ±half_window slots of `slot`."""
+    near = [(box, roll) for s, box, roll in history if abs(s - slot) <= half_window]
+    if not near:
         raise ValueError(f"no box of the track within {half_window} slots of slot {slot}")
-    cx = np.median((near[:, 0] + near[:, 2]) / 2)
-    cy = np.median((near[:, 1] + near[:, 3]) / 2)
-    half = np.median(near[:, 2] - near[:, 0]) / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half])
+    boxes = np.array([box for box, _ in near], np.float64).reshape(-1, 4)
+    cx = np.median((boxes[:, 0] + boxes[:, 2]) / 2)
+    cy = np.median((boxes[:, 1] + boxes[:, 3]) / 2)
+    half = np.median(boxes[:, 2] - boxes[:, 0]) / 2
+    return np.array([cx - half, cy - half, cx + half, cy + half]), float(np.median([roll for _, roll in near]))

@@ -42,6 +42,9 @@ Box conventions
   the stock model). `refine_passes` refits with this box derived from the
   previous fit, which makes the result nearly independent of the detector's
   box convention.
+* Upright: with `upright` each refit runs in the face's own frame, the box
+  turned by the roll of the eye line of the fit before it, so the cascade sees
+  a tilted head upright (it was trained on mostly upright faces).
 * Track box: the final pass of a face starts from the median of those refined
   boxes over its track (the same seated face in the chunk's frames within
   ±`track_window_s`; pipeline/face_tracks.py), so one frame's bad start does
@@ -233,20 +236,24 @@ def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
     """Fit every detector box (D, 4) of one frame (cfg: LandmarksConfig), each from its own box alone.
 
     mapping: (D, 3) box_scale, box_dx, box_dy per box (default: the config's numbers, 1/0/0 where unset).
-    Returns landmarks_px (D, 68, 2), ert_box_px (D, 4), upsample (D,), fit_ok (D,).
+    Returns landmarks_px (D, 68, 2), ert_box_px (D, 4), ert_roll_deg (D,), upsample (D,), fit_ok (D,).
     """
-    return final_fit(predictor, image, start_boxes(predictor, image, det_box_px, cfg, mapping), cfg)
+    return final_fit(predictor, image, *start_boxes(predictor, image, det_box_px, cfg, mapping), cfg)
 
 
 def start_boxes(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
-                mapping: np.ndarray | None = None) -> np.ndarray:
-    """The ERT boxes (D, 4) the final pass starts from: the detector boxes mapped to the ERT's convention,
-    then `cfg.refine_passes` times re-derived from a fit (coarse levels only on the numpy engine: only the
-    box is kept). NaN where a box is unusable or a refit collapsed it."""
+                mapping: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ERT boxes (D, 4) the final pass starts from, and their roll (D,) radians: the detector boxes
+    mapped to the ERT's convention, then `cfg.refine_passes` times re-derived from a fit (coarse levels only
+    on the numpy engine: only the box is kept). With `cfg.upright` (numpy engine) each refit runs in the face's
+    own upright frame, turned by the roll of the line through the eye centres of the fit before it. NaN boxes
+    where a box is unusable or a refit collapsed it."""
     if mapping is None:
         mapping = np.broadcast_to(np.array(box_mapping(cfg)), (len(det_box_px), 3))
     mapping = np.asarray(mapping, np.float64).reshape(-1, 3)
     boxes = ert_boxes_from_detections(det_box_px, mapping[:, 0], mapping[:, 1], mapping[:, 2])
+    roll = np.zeros(len(boxes))
+    upright = cfg.upright and isinstance(predictor, ErtModel)
     for _ in range(cfg.refine_passes):
         ok = _usable(boxes)
         boxes[~ok] = np.nan
@@ -254,25 +261,39 @@ def start_boxes(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
             break
         if isinstance(predictor, ErtModel):
             with _one_blas_thread():
-                pts = ert_predict(predictor, image, boxes[ok], levels=cfg.coarse_levels or None)
+                pts = ert_predict(predictor, image, boxes[ok], levels=cfg.coarse_levels or None,
+                                  roll_rad=roll[ok] if upright else None)
         else:
             pts = np.array([fit_one(predictor, image, box, cfg.target_face_px, cfg.max_upsample, cfg.crop_margin)[0]
                             for box in boxes[ok]]).reshape(-1, N_POINTS, 2)
         boxes[ok] = ert_boxes_from_landmarks(pts)
-    boxes[~_usable(boxes)] = np.nan
-    return boxes
+        if upright:
+            roll[ok] = eye_roll_rad(pts)
+    bad = ~_usable(boxes) | ~np.isfinite(roll)
+    boxes[bad], roll[bad] = np.nan, 0.0
+    return boxes, roll
 
 
-def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, cfg) -> dict[str, np.ndarray]:
-    """The full fit of every ERT box (D, 4) of one frame (NaN boxes are not fitted)."""
+def eye_roll_rad(landmarks_px: np.ndarray) -> np.ndarray:
+    """(D,) roll of each face (D, 68, 2): the angle of the line from the left eye centre to the right one
+    (image y down: positive turns clockwise on screen)."""
+    d = landmarks_px[:, 42:48].mean(axis=1) - landmarks_px[:, 36:42].mean(axis=1)
+    return np.arctan2(d[:, 1], d[:, 0])
+
+
+def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, roll_rad: np.ndarray | None, cfg) -> dict[str, np.ndarray]:
+    """The full fit of every ERT box (D, 4) of one frame, turned by roll_rad (D,) (NaN boxes are not fitted;
+    the dlib engine fits upright boxes only)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
+    roll = np.zeros(n) if roll_rad is None or not isinstance(predictor, ErtModel) else np.asarray(roll_rad, np.float64)
     out = {"landmarks_px": np.full((n, N_POINTS, 2), np.nan, np.float32),
-           "ert_box_px": boxes.astype(np.float32), "upsample": np.full(n, np.nan, np.float32)}
+           "ert_box_px": boxes.astype(np.float32), "ert_roll_deg": np.degrees(roll).astype(np.float32),
+           "upsample": np.full(n, np.nan, np.float32)}
     ok = _usable(boxes)
     if ok.any() and isinstance(predictor, ErtModel):
         with _one_blas_thread():
-            out["landmarks_px"][ok] = ert_predict(predictor, image, boxes[ok])
+            out["landmarks_px"][ok] = ert_predict(predictor, image, boxes[ok], roll_rad=roll[ok] if roll.any() else None)
         out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions
     elif ok.any():
         for i in np.flatnonzero(ok):
@@ -289,10 +310,10 @@ def _usable(boxes: np.ndarray) -> np.ndarray:
 class ChunkFitter:
     """Fits the faces of one chunk's sampled frames, handed in time order with `add`.
 
-    Each face's final fit starts from the median box of its track (pipeline/face_tracks.py) within
-    ±cfg.track_window_s, so a frame waits for the frames its window needs: at most that many seconds of
-    frames are held. With track_window_s 0 every face starts from its own frame's box, as `fit_faces`.
-    `finish` returns {frame slot: fit_faces-like dict} for every frame added with boxes."""
+    Each face's final fit starts from the median box and roll of its track (pipeline/face_tracks.py)
+    within ±cfg.track_window_s, so a frame waits for the frames its window needs: at most that many
+    seconds of frames are held. With track_window_s 0 every face starts from its own frame's box, as
+    `fit_faces`. `finish` returns {frame slot: fit_faces-like dict} for every frame added with boxes."""
 
     def __init__(self, predictor, cfg, mappings: np.ndarray, every_s: float):
         from pipeline.face_tracks import TrackLinker
@@ -300,23 +321,23 @@ class ChunkFitter:
         self.predictor, self.cfg, self.mappings = predictor, cfg, np.asarray(mappings, np.float64)
         self.half = int(round(cfg.track_window_s / every_s)) if cfg.track_window_s > 0 and every_s > 0 else 0
         self.linker = TrackLinker(max_gap=max(1, 2 * self.half))
-        self.history: dict[int, list[tuple[int, np.ndarray]]] = {}
-        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []   # (slot, image, track ids, boxes)
+        self.history: dict[int, list[tuple[int, np.ndarray, float]]] = {}     # track → (slot, box, roll)
+        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (slot, image, ids, boxes, roll)
         self.results: dict[int, dict[str, np.ndarray]] = {}
 
     def add(self, slot: int, image: np.ndarray, det_box_px: np.ndarray, band: np.ndarray) -> None:
         det_box_px = np.asarray(det_box_px, np.float32).reshape(-1, 4)
         if len(det_box_px):
-            boxes = start_boxes(self.predictor, image, det_box_px, self.cfg,
-                                self.mappings[np.clip(np.asarray(band), 0, 1)])
+            boxes, roll = start_boxes(self.predictor, image, det_box_px, self.cfg,
+                                      self.mappings[np.clip(np.asarray(band), 0, 1)])
             if self.half == 0:
-                self.results[slot] = final_fit(self.predictor, image, boxes, self.cfg)
+                self.results[slot] = final_fit(self.predictor, image, boxes, roll, self.cfg)
                 return
             ids = self.linker.link(slot, det_box_px)
-            for track, box in zip(ids, boxes):
+            for track, box, angle in zip(ids, boxes, roll):
                 if np.isfinite(box).all():
-                    self.history.setdefault(int(track), []).append((slot, box))
-            self.pending.append((slot, image, ids, boxes))
+                    self.history.setdefault(int(track), []).append((slot, box, float(angle)))
+            self.pending.append((slot, image, ids, boxes, roll))
         self._flush(slot - self.half)
 
     def finish(self) -> dict[int, dict[str, np.ndarray]]:
@@ -324,16 +345,17 @@ class ChunkFitter:
         return self.results
 
     def _flush(self, upto: float) -> None:
-        from pipeline.face_tracks import median_box
+        from pipeline.face_tracks import median_start
 
         while self.pending and self.pending[0][0] <= upto:
-            slot, image, ids, boxes = self.pending.pop(0)
-            start = np.array([median_box(self.history[int(t)], slot, self.half) if np.isfinite(b).all() else b
-                              for t, b in zip(ids, boxes)])
-            self.results[slot] = final_fit(self.predictor, image, start, self.cfg)
+            slot, image, ids, boxes, roll = self.pending.pop(0)
+            for i, track in enumerate(ids):
+                if np.isfinite(boxes[i]).all():
+                    boxes[i], roll[i] = median_start(self.history[int(track)], slot, self.half)
+            self.results[slot] = final_fit(self.predictor, image, boxes, roll, self.cfg)
         oldest = self.pending[0][0] if self.pending else upto
         for track, entries in self.history.items():          # entries no pending frame's window reaches
-            self.history[track] = [(s, b) for s, b in entries if s >= oldest - self.half]
+            self.history[track] = [e for e in entries if e[0] >= oldest - self.half]
 
 
 # ----------------------------------------------------------------------------- numpy ERT engine
@@ -637,13 +659,17 @@ def _similarity_2x2(initial_c: np.ndarray, initial_var: float, shape: np.ndarray
     return np.stack([np.stack([dot, -cross], -1), np.stack([cross, dot], -1)], -2).astype(np.float32)
 
 
-def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: int | None = None) -> np.ndarray:
+def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: int | None = None,
+                roll_rad: np.ndarray | None = None) -> np.ndarray:
     """Run the cascade for every box (N, 4) [l, t, r, b] px of a uint8 image (H, W) at once.
 
     The unit box maps to x = l + u·(r − l), y = t + v·(b − t), as dlib maps it
     onto its rectangle's corners. Feature pixels are read at their sub-pixel
     positions (bicubic, 0 outside the image). `levels` runs only the first
-    cascade levels. Returns (N, P, 2) float32 image points.
+    cascade levels. `roll_rad` (N,) turns each box about its centre by that
+    angle (clockwise on screen, y down): the cascade then sees the face as if
+    the image were turned upright, without resampling it. Returns (N, P, 2)
+    float32 image points.
     """
     import cv2
     import scipy.sparse
@@ -654,6 +680,7 @@ def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: i
         return np.zeros((0, model.n_points, 2), np.float32)
     left, top = boxes[:, 0:1], boxes[:, 1:2]
     width, height = boxes[:, 2:3] - left, boxes[:, 3:4] - top
+    to_image = _box_to_image(left, top, width, height, roll_rad)
     initial_c = model.initial - model.initial.mean(axis=0)
     initial_var = float((initial_c ** 2).sum())
     shape = np.repeat(model.initial[None], n, axis=0)
@@ -670,8 +697,7 @@ def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: i
         dx, dy = model.deltas[level][:, 0], model.deltas[level][:, 1]
         ux = anchored[..., 0] + tform[:, 0, 0, None] * dx + tform[:, 0, 1, None] * dy
         uy = anchored[..., 1] + tform[:, 1, 0, None] * dx + tform[:, 1, 1, None] * dy
-        pixels = cv2.remap(image, left + ux * width, top + uy * height, cv2.INTER_CUBIC,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        pixels = cv2.remap(image, *to_image(ux, uy), cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         feats = pixels.astype(np.float32).ravel()
         a, b, th = model.split_a[level], model.split_b[level], model.thresh[level]
         node = np.zeros((n, model.n_trees), np.intp)
@@ -684,7 +710,21 @@ def ert_predict(model: ErtModel, image: np.ndarray, boxes: np.ndarray, levels: i
         else:
             step = chosen @ model.leaves[level]
         shape += np.asarray(step, np.float32).reshape(n, -1, 2)
-    return np.stack([left + shape[..., 0] * width, top + shape[..., 1] * height], axis=-1).astype(np.float32)
+    return np.stack(to_image(shape[..., 0], shape[..., 1]), axis=-1).astype(np.float32)
+
+
+def _box_to_image(left, top, width, height, roll_rad):
+    """(u, v) in unit-box coordinates → image (x, y) px, for boxes (N, 1) turned by roll_rad (N,) or not."""
+    if roll_rad is None:
+        return lambda u, v: (left + u * width, top + v * height)
+    cos = np.cos(np.asarray(roll_rad, np.float32)).reshape(-1, 1)
+    sin = np.sin(np.asarray(roll_rad, np.float32)).reshape(-1, 1)
+    cx, cy = left + width / 2, top + height / 2
+
+    def to_image(u, v):
+        a, b = (u - 0.5) * width, (v - 0.5) * height
+        return (cx + cos * a - sin * b).astype(np.float32), (cy + sin * a + cos * b).astype(np.float32)
+    return to_image
 
 
 # ----------------------------------------------------------------------------- stage
@@ -716,7 +756,7 @@ def _video_of(det_unit: Unit) -> Path:
 
 def _empty_fits(d: int) -> dict[str, np.ndarray]:
     return {"landmarks_px": np.full((d, N_POINTS, 2), np.nan, np.float32),
-            "ert_box_px": np.full((d, 4), np.nan, np.float32),
+            "ert_box_px": np.full((d, 4), np.nan, np.float32), "ert_roll_deg": np.zeros(d, np.float32),
             "upsample": np.full(d, np.nan, np.float32), "fit_ok": np.zeros(d, bool)}
 
 
@@ -785,6 +825,6 @@ LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every d
                   sections=("sources", "detect", "landmarks"), plan=plan, compute=compute,
                   upstream="detect", compute_with_upstream=compute_with_detect)
 
-__all__ = ["LANDMARKS", "ChunkFitter", "fit_faces", "start_boxes", "final_fit", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
+__all__ = ["LANDMARKS", "ChunkFitter", "fit_faces", "start_boxes", "final_fit", "eye_roll_rad", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
            "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",
            "ert_boxes_from_landmarks", "fit_box_mapping", "N_POINTS"]

@@ -494,8 +494,8 @@ def read_detections(path: Path) -> Detections:
 # only its direct input. Schemas: data/README.md and the *_DATASETS tables below.
 
 FACE_SCHEMA_VERSION = 1
-LANDMARKS_DATASETS = {"landmarks_px": np.float32, "ert_box_px": np.float32, "upsample": np.float32,
-                      "fit_ok": bool}
+LANDMARKS_DATASETS = {"landmarks_px": np.float32, "ert_box_px": np.float32, "ert_roll_deg": np.float32,
+                      "upsample": np.float32, "fit_ok": bool}
 FRONTAL_DATASETS = {"frontal": np.float32, "pose_deg": np.float32, "scale_px": np.float32,
                     "center_px": np.float32, "fit_rms": np.float32, "frontal_ok": bool}
 MEMBERS_DATASETS = {"frame_time_s": np.float64, "frame_ok": bool, "face_frame": np.int32,
@@ -573,7 +573,7 @@ def _with_detections(detections: Detections, arrays: dict) -> dict:
 
 def write_landmarks_chunk(path: Path, detections: Detections, fitted: dict, model: str,
                           box_mappings: np.ndarray | None = None) -> Path:
-    """Detections + landmarks_px (D, 68, 2) px, ert_box_px (D, 4), upsample (D,), fit_ok (D,);
+    """Detections + landmarks_px (D, 68, 2) px, ert_box_px (D, 4), ert_roll_deg (D,), upsample (D,), fit_ok (D,);
     box_mappings (2, 3): the box_scale, box_dx, box_dy used for front and back detections."""
     attrs = dict(detections.attrs, landmark_model=model)
     if box_mappings is not None:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.face_tracks import TrackLinker, median_box
+from pipeline.face_tracks import TrackLinker, median_start
 from pipeline.frontalize import normalized_error
 from pipeline.landmarks import ChunkFitter, fit_faces, load_landmarker
 from pipeline.vision_config import LandmarksConfig
@@ -30,13 +30,17 @@ def test_linker_follows_seated_faces_through_gaps_and_starts_new_tracks():
     assert linker.link(20, np.array([_box(100, 100, 40)]))[0] != ids[0][0]        # gap > max_gap: a new track
 
 
-def test_median_box_ignores_one_bad_box_and_stays_inside_the_window():
-    history = [(s, np.array(_box(100, 100, 40))) for s in range(6)] + [(3, np.array(_box(130, 90, 60)))]
-    np.testing.assert_allclose(median_box(history, 3, 2), _box(100, 100, 40))
-    history += [(s, np.array(_box(300, 300, 40))) for s in range(20, 23)]
-    np.testing.assert_allclose(median_box(history, 21, 2), _box(300, 300, 40))
+def test_median_start_ignores_one_bad_box_and_stays_inside_the_window():
+    history = [(s, np.array(_box(100, 100, 40)), 0.1) for s in range(6)] + [(3, np.array(_box(130, 90, 60)), 0.9)]
+    box, roll = median_start(history, 3, 2)
+    np.testing.assert_allclose(box, _box(100, 100, 40))
+    assert roll == pytest.approx(0.1)
+    history += [(s, np.array(_box(300, 300, 40)), -0.2) for s in range(20, 23)]
+    box, roll = median_start(history, 21, 2)
+    np.testing.assert_allclose(box, _box(300, 300, 40))
+    assert roll == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="no box"):
-        median_box(history, 12, 2)
+        median_start(history, 12, 2)
 
 
 def _astronaut():
