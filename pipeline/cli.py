@@ -226,15 +226,32 @@ def cmd_status(args, cfg) -> int:
 
     workspace = workspace_of(cfg)
     print(f"workspace {workspace.root}")
+    last = None if args.config or args.overrides else last_resolved_config(workspace)
+    if last is not None:
+        from configs.schema import load_config
+
+        try:
+            cfg = load_config([last], [f"workspace.root={workspace.root}"])
+            print(f"judged against the config of the last run here: {last} (give --config or section.key=value "
+                  f"to judge against another)")
+        except ConfigError as err:          # saved by another version of the code
+            print(f"judged against the default config: the last run's {last} no longer loads ({err})")
     print(f"{'stage':<12} {'done':>6} {'stale':>6} {'missing':>8}")
     for name in STAGE_SPECS:
-        status = stage_status(get_stage(name), cfg, workspace)
+        reasons: dict[str, str] = {}
+        status = stage_status(get_stage(name), cfg, workspace, reasons)
         print(f"{name:<12} {len(status['done']):>6} {len(status['stale']):>6} {len(status['missing']):>8}")
         if args.verbose:
             for state in ("stale", "missing"):
                 for unit in status[state]:
-                    print(f"    {state:<8} {unit}")
+                    print(f"    {state:<8} {unit}" + (f": {reasons[unit]}" if unit in reasons else ""))
     return 0
+
+
+def last_resolved_config(workspace: Workspace) -> Path | None:
+    """The resolved config the last stage command on this workspace saved (configs/*.yaml), if any."""
+    saved = sorted((workspace.root / "configs").glob("*.yaml"), key=lambda p: (p.stat().st_mtime, p.name))
+    return saved[-1] if saved else None
 
 
 def cmd_demo(args, cfg) -> int:
@@ -302,9 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="with --synthesize: small synthetic theatre")
     p.set_defaults(handler=cmd_run)
     p = sub.add_parser("status", parents=[common], help="which units are done, stale or missing",
-                       description="Which units of each stage are done, stale (made from other inputs or "
-                                   "parameters than the config given now) or missing. Reads only; takes no lock.")
-    p.add_argument("--verbose", "-v", action="store_true", help="list stale and missing units")
+                       description="Which units of each stage are done, stale (made from other inputs, code or "
+                                   "parameters than the config asks for) or missing. The config is the one the last "
+                                   "stage command on the workspace ran with (<workspace>/configs/), unless --config "
+                                   "or section.key=value is given. Reads only; takes no lock.")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="list stale and missing units, and why each stale unit is stale")
     p.set_defaults(handler=cmd_status)
     p = sub.add_parser("demo", parents=[common],
                        help="small synthetic screening → every stage → TF/NLTF/FVAE → report")

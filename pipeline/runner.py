@@ -564,17 +564,58 @@ def _record(report: StageReport, name: str, error: str | None, fused: bool = Fal
         report.failed[name] = error
 
 
-def stage_status(stage: Stage, cfg, workspace: Workspace) -> dict[str, list[str]]:
+def stage_status(stage: Stage, cfg, workspace: Workspace, reasons: dict[str, str] | None = None
+                 ) -> dict[str, list[str]]:
+    """Unit names by state ('done', 'stale', 'missing') under `cfg`; `reasons`, when given, gets why each
+    stale unit is stale (`why_stale`)."""
     status: dict[str, list[str]] = {"done": [], "stale": [], "missing": []}
     try:
         units = stage.plan(cfg, workspace)
         graph = Graph(cfg, workspace)
         for unit in units:
-            status[graph.state(stage, unit)].append(unit.name)
+            state = graph.state(stage, unit)
+            status[state].append(unit.name)
+            if state == "stale" and reasons is not None:
+                reasons[unit.name] = why_stale(stage, unit, cfg, graph)
     except DataError as err:
         return {"done": [], "stale": [], "missing": [f"(cannot plan: {err})"]}
     return status
 
 
-__all__ = ["Stage", "Unit", "StageReport", "Graph", "last_line", "run_stage", "stage_status", "unit_state", "execute_unit", "execute_units"]
+def why_stale(stage: Stage, unit: Unit, cfg, graph: Graph) -> str:
+    """In words, what differs between a unit's manifest and what `cfg` and its inputs ask for now: the
+    outputs, the code version, the config keys (recorded → now) or the inputs that changed."""
+    try:
+        recorded = json.loads(unit.manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        return f"its manifest cannot be read ({err})"
+    finals = dict(unit.outputs)
+    for name, record in recorded.get("outputs", {}).items():
+        path = Path(finals.get(name, record["path"]))
+        if not path.exists():
+            return f"output {name} is gone ({path})"
+        if path.stat().st_size != record["size"]:
+            return f"output {name} was changed after it was made ({path})"
+    reasons = []
+    if recorded.get("code_version") != stage.code_version():
+        reasons.append(f"code {recorded.get('code_version')} → {stage.code_version()}")
+    if recorded.get("params_hash") != stage.params_hash(cfg):
+        was = recorded.get("config", {})
+        now = {section: json.loads(json.dumps(to_dict(getattr(cfg, section)))) for section in stage.param_sections()}
+        changed = [f"{section}.{key}: {was.get(section, {}).get(key)!r} → {value!r}"
+                   for section, values in now.items() for key, value in values.items()
+                   if was.get(section, {}).get(key) != value]
+        reasons.append("config " + ("; ".join(changed) if changed else "changed"))
+    missing = [manifest_path_text(p, graph.workspace.root) for p in unit.inputs if not Path(p).exists()]
+    if missing:
+        reasons.append("input gone: " + ", ".join(missing))
+    else:
+        now = graph.fingerprints(stage, unit)
+        changed_inputs = [name for name, digest in now.items() if recorded.get("inputs", {}).get(name) != digest]
+        if changed_inputs:
+            reasons.append("input changed: " + ", ".join(changed_inputs))
+    return "; ".join(reasons) or "its manifest differs from what the config asks for"
+
+
+__all__ = ["Stage", "Unit", "StageReport", "Graph", "last_line", "run_stage", "stage_status", "why_stale", "unit_state", "execute_unit", "execute_units"]
 _ = commit  # re-exported for stages that write several files
