@@ -36,11 +36,18 @@ def default_run_dir(cfg, movie_name: str) -> Path:
     return Path(cfg.workspace.root) / "runs" / f"{movie_name}-{digest}"
 
 
-def prepare_run(cfg, tensor: str | Path, run_dir: str | Path | None):
-    """Load the tensor, choose the run folder, record the resolved config and a data summary."""
+MIN_FACES, MIN_MEMBERS, MIN_SECONDS = 20, 2, 2   # less than this is no audience reacting over a movie
+
+
+def prepare_run(cfg, tensor: str | Path, run_dir: str | Path | None, check=None):
+    """Load the tensor, check there is something to learn from (and `check(movie)`, if given), then
+    choose the run folder and record the resolved config and a data summary: a refused run writes nothing."""
     from models.data import load_movie
 
     movie = load_movie(tensor)
+    check_learnable(movie, tensor)
+    if check is not None:
+        check(movie)
     run_dir = ensure_dir(Path(run_dir) if run_dir else default_run_dir(cfg, movie.name))
     dump_yaml(cfg, run_dir / "config.yaml")
     summary = {"tensor": str(tensor), **movie.summary()}
@@ -48,6 +55,16 @@ def prepare_run(cfg, tensor: str | Path, run_dir: str | Path | None):
     print(f"[models] {movie.name}: N={movie.n_members} members × T={movie.n_seconds} bins, "
           f"{summary['missing_percent']}% missing → run folder {run_dir}")
     return movie, run_dir
+
+
+def check_learnable(movie, tensor) -> None:
+    """A tensor with almost nothing observed is refused, naming what it holds and where to look."""
+    faces, members, seconds = int(movie.mask.sum()), int(movie.mask.any(1).sum()), int(movie.mask.any(0).sum())
+    if faces < MIN_FACES or members < MIN_MEMBERS or seconds < MIN_SECONDS:
+        raise DataError(f"{tensor} holds {faces} observed face(s) of {members} member(s) over {seconds} second(s): "
+                        f"too little to learn reactions from (the models need at least {MIN_FACES} faces of "
+                        f"{MIN_MEMBERS} members over {MIN_SECONDS} seconds). Check what the video stages found "
+                        f"(`audience status -v`, the run summary's rows table) or use a longer recording.")
 
 
 def with_overrides(cfg, args):
@@ -90,16 +107,31 @@ def train_models(args, cfg) -> Path:
     from models.data import completion_split
     from models.train import fit_model
 
+    from models import registry
+    from models.train import check_k_supported, discard_checkpoints
+
     cfg = with_overrides(cfg, args)
-    movie, run_dir = prepare_run(cfg, args.tensor, args.run_dir)
+    if getattr(args, "force", False) and args.resume:
+        raise DataError("train: --force (discard the models' checkpoints, train from scratch) and --resume "
+                        "(continue them) contradict each other; give one.")
     ev = cfg.evaluate
-    if args.split == "completion":
-        train_mask, _ = completion_split(movie.mask, ev.holdout_every, ev.seed)
-        split = {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed}
-    else:
-        train_mask, split = movie.mask, {"protocol": "all"}
+
+    def split_of(movie):
+        if args.split == "completion":
+            return (completion_split(movie.mask, ev.holdout_every, ev.seed)[0],
+                    {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed})
+        return movie.mask, {"protocol": "all"}
+
+    def check(movie):                   # before anything is written: K against the training faces
+        if any(registry.spec(kind).factorized for kind in cfg.models.names):
+            check_k_supported(cfg.models.k, split_of(movie)[0])
+
+    movie, run_dir = prepare_run(cfg, args.tensor, args.run_dir, check)
+    train_mask, split = split_of(movie)
     folder = run_dir / ("completion" if args.split == "completion" else "full")
     for kind in cfg.models.names:
+        if getattr(args, "force", False):
+            discard_checkpoints(folder / kind)
         fitted = fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder / kind,
                            resume=args.resume, split=split)
         last = fitted.metrics[-1] if fitted.metrics else {}
@@ -110,14 +142,14 @@ def train_models(args, cfg) -> Path:
 
 @user_errors
 def cmd_evaluate(args, cfg) -> int:
-    """Run one protocol or all of them (reusing trained models), then refresh the report."""
+    """Run one protocol or all of them (reusing trained models; --force refits them), then refresh the report."""
     from models.evaluate import run_protocols
     from models.report import write_report
 
     cfg = with_overrides(cfg, args)
     movie, run_dir = prepare_run(cfg, args.tensor, args.run_dir)
     protocols = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
-    results = run_protocols(protocols, movie, cfg, run_dir, resume=True)
+    results = run_protocols(protocols, movie, cfg, run_dir, resume=not getattr(args, "force", False))
     for name, result in results.items():
         print(f"[models] {name}: table {result['table']}")
     report = write_report(run_dir)

@@ -28,7 +28,7 @@ from sklearn.metrics import adjusted_rand_score
 from models import checkpoint as ckpt
 from models import plots, registry
 from models.data import Movie, completion_split, member_split, mse_per_face, prefix_split
-from models.train import Fitted, fit_model, supported_k
+from models.train import Fitted, discard_checkpoints, fit_model, supported_k
 from pipeline.store import write_text_atomic
 
 PROTOCOLS = ("completion", "ksweep", "longterm", "factors")
@@ -106,9 +106,12 @@ def baseline_rows(movie: Movie, train_mask: np.ndarray, test_mask: np.ndarray) -
 
 def fit_all(movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict, resume: bool = True,
             names: tuple[str, ...] | None = None) -> dict[str, Fitted]:
-    """Fit (or load, when already trained under folder/<model>) every model in models.names."""
+    """Fit (or load, when already trained under folder/<model>) every model in models.names; resume=False
+    refits from scratch, discarding what folder/<model> held."""
     fitted = {}
     for kind in names or cfg.models.names:
+        if not resume:
+            discard_checkpoints(Path(folder) / kind)
         print(f"[models] {kind}: {_fit_state(Path(folder) / kind, cfg.train, resume)} "
               f"({int(train_mask.sum())} training faces) → {Path(folder) / kind}")
         fitted[kind] = fit_model(kind, movie, train_mask, cfg.models, cfg.train, Path(folder) / kind,

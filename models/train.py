@@ -119,6 +119,13 @@ class Fitted:
 # ----------------------------------------------------------------------------- entry point
 
 
+def discard_checkpoints(out_dir: Path) -> None:
+    """Forget a model's training under out_dir (--force): the next fit_model starts from scratch."""
+    import shutil
+
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
+
+
 def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: ModelsConfig,
               train_cfg: TrainConfig, out_dir: Path, *, resume: bool = False, split: dict | None = None,
               on_epoch_end: Callable[[int], None] | None = None) -> Fitted:
