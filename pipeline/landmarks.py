@@ -281,7 +281,8 @@ def eye_roll_rad(landmarks_px: np.ndarray) -> np.ndarray:
     return np.arctan2(d[:, 1], d[:, 0])
 
 
-def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, roll_rad: np.ndarray | None, cfg) -> dict[str, np.ndarray]:
+def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, roll_rad: np.ndarray | None,
+              cfg) -> dict[str, np.ndarray]:
     """The full fit of every ERT box (D, 4) of one frame, turned by roll_rad (D,) (NaN boxes are not fitted;
     the dlib engine fits upright boxes only)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -293,7 +294,8 @@ def final_fit(predictor, image: np.ndarray, boxes: np.ndarray, roll_rad: np.ndar
     ok = _usable(boxes)
     if ok.any() and isinstance(predictor, ErtModel):
         with _one_blas_thread():
-            out["landmarks_px"][ok] = ert_predict(predictor, image, boxes[ok], roll_rad=roll[ok] if roll.any() else None)
+            turned = roll[ok] if roll.any() else None
+            out["landmarks_px"][ok] = ert_predict(predictor, image, boxes[ok], roll_rad=turned)
         out["upsample"][ok] = 1.0          # no crop is resampled: features are read at sub-pixel positions
     elif ok.any():
         for i in np.flatnonzero(ok):
@@ -322,7 +324,7 @@ class ChunkFitter:
         self.half = int(round(cfg.track_window_s / every_s)) if cfg.track_window_s > 0 and every_s > 0 else 0
         self.linker = TrackLinker(max_gap=max(1, 2 * self.half))
         self.history: dict[int, list[tuple[int, np.ndarray, float]]] = {}     # track → (slot, box, roll)
-        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (slot, image, ids, boxes, roll)
+        self.pending: list[tuple] = []           # (slot, image, track ids, start boxes, roll), in time order
         self.results: dict[int, dict[str, np.ndarray]] = {}
 
     def add(self, slot: int, image: np.ndarray, det_box_px: np.ndarray, band: np.ndarray) -> None:
