@@ -18,6 +18,7 @@ from pipeline.geometry import BAND_NAMES, Geometry, Row, geometry_from_session
 from pipeline.store import DataError, Workspace, read_members
 
 MIN_MEMBER_SHARE = 0.8      # warn when fewer than this share of the seats with faces become members
+MAX_MEMBERS_PER_FACE = 1.5  # warn when members outnumber the faces of a busy frame by more than this
 
 
 @dataclass
@@ -69,6 +70,12 @@ def camera_report(name: str, members_path: Path, geometry: Geometry, survey: Geo
                                f"Look at the rows above; retrain the detectors on your footage "
                                f"(`audience label-frames`, `audience train-detector`) or lower "
                                f"members.min_observed_fraction.")
+    busy = float(np.percentile(np.bincount(faces["face_frame"], minlength=n_frames), 90)) if len(box) else 0.0
+    if len(seats) > MAX_MEMBERS_PER_FACE * busy + 2:
+        report.warnings.append(f"{name}: {len(seats)} members, but a busy frame shows only {busy:.0f} faces: an "
+                               f"audience member is a seat seen in many frames, so most of these are implausible "
+                               f"(false detections that settled into seats?). Check detect.threshold and the "
+                               f"overlays of `audience inspect` before trusting the tensor.")
     if survey is not None and geometry.source == "seat map":
         for row in survey.rows:
             if not any(r.strip.top_px <= row.y_px < r.strip.bottom_px for r in geometry.rows):

@@ -51,3 +51,27 @@ def test_missing_members_and_a_row_the_seat_map_leaves_out_are_warned(screening)
         h5.attrs["seats_discovered"] = 10 * len(h5["member_id"])
     report = camera_report("cam", members, survey, None, min_observed_fraction=0.2)
     assert any("seats with faces became members" in w for w in report.warnings)
+
+
+def test_far_more_members_than_faces_in_a_frame_is_warned(screening, tmp_path):
+    """The issue's case: a threshold that lets false detections settle into seats gave 372 'members' for 39
+    people. Members here are made to outnumber the faces of a busy frame three to one."""
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    screening, cfg = screening
+    ws = screening.workspace
+    survey = read_geometry(survey_path(ws, "synthmovie", "s01", "cam0"))
+    members = tmp_path / "members.h5"
+    shutil.copy(ws.stage_output("members", "synthmovie", "s01", "cam0", "members"), members)
+    assert not [w for w in camera_report("cam", members, survey, None, 0.2).warnings if "implausible" in w]
+    with h5py.File(members, "r+") as h5:
+        per_frame = np.bincount(h5["face_frame"][()]).max()
+        seats = h5["seat_xy_px"][()]
+        many = np.concatenate([seats] * int(np.ceil(3 * per_frame / len(seats))))
+        del h5["seat_xy_px"]
+        h5["seat_xy_px"] = many
+    warned = [w for w in camera_report("cam", members, survey, None, 0.2).warnings if "implausible" in w]
+    assert len(warned) == 1 and "detect.threshold" in warned[0]
