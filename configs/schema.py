@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from configs import DEFAULT_YAML
 from configs.loader import ConfigError, load, parse_override, read_yaml
@@ -22,15 +23,30 @@ from pipeline.vision_config import (BinningConfig, DetectConfig, FrontalizeConfi
 class WorkspaceConfig:
     root: str = "data"          # workspace folder: raw/, cache/, tensors/, runs/ live under it
     workers: int = 1            # parallel worker processes per stage (--workers overrides)
+    executor: Literal["local", "ray"] = "local"   # where units run: local processes, or Ray tasks (--executor)
 
     def __post_init__(self):
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"workspace.executor must be 'local' or 'ray', got {self.executor!r}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""           # "" starts Ray on this machine with workspace.workers CPUs; "auto" or host:port
+                                # (or ray://host:10001) joins a running cluster
+    max_retries: int = 3        # times Ray reruns a task whose worker process died
+
+    def __post_init__(self):
+        if self.max_retries < 0:
+            raise ValueError(f"ray.max_retries must be >= 0, got {self.max_retries}")
 
 
 @dataclass(frozen=True)
 class ProjectConfig:
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)

@@ -51,6 +51,8 @@ def common_parser() -> argparse.ArgumentParser:
     group.add_argument("--workspace", metavar="DIR", help="workspace folder (= workspace.root=DIR)")
     group.add_argument("--workers", type=positive_int, metavar="N",
                        help="parallel worker processes, 1 or more (= workspace.workers=N)")
+    group.add_argument("--executor", choices=("local", "ray"),
+                       help="run units in local processes or as Ray tasks (= workspace.executor=...)")
     group.add_argument("--force", action="store_true", help="recompute units even when up to date")
     group.add_argument("--movie", help="only this movie")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -68,6 +70,8 @@ def load_cli_config(args):
         overrides.append(f"workspace.root={args.workspace}")
     if args.workers:
         overrides.append(f"workspace.workers={args.workers}")
+    if getattr(args, "executor", None):
+        overrides.append(f"workspace.executor={args.executor}")
     return load_config(args.config, overrides)
 
 
@@ -117,33 +121,22 @@ def run_stages(names, cfg, args, reports: list | None = None) -> int:
     A unit whose upstream unit failed (or is not done) is not run but reported as blocked, naming the
     failure at the root (pipeline/runner.py). Raises DataError when the first stage has no unit at all
     to run or skip (nothing to do)."""
-    from pipeline.runner import last_line, run_stage
-    from pipeline.stages import get_stage
+    from pipeline.ray_executor import executor_for
+    from pipeline.runner import last_line
 
     workspace = workspace_of(cfg)
     check_something_to_do(names[0], cfg, workspace, args.movie)
     ensure_dir(workspace.root)
     save_resolved_config(cfg, workspace, "+".join(names) if len(names) < 3 else "run")
     reports = [] if reports is None else reports
-    fused_into, problems = None, {}
-    for i, name in enumerate(names):
-        stage = get_stage(name)
-        then = get_stage(names[i + 1]) if i + 1 < len(names) else None
-        then = then if then is not None and then.upstream == name else None   # one pass for both (one decode)
-        select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
-        force = args.force and fused_into != name      # units computed with their upstream just now are fresh
-        report = run_stage(stage, cfg, workspace, workers=cfg.workspace.workers, force=force,
-                           select=select, progress=not args.quiet, then=then, problems=problems)
-        if fused_into == name:          # count the units computed in the upstream's pass as computed here
-            fresh = set(reports[-1].then_done) & set(report.skipped)
-            report.done += sorted(fresh)
-            report.skipped = [u for u in report.skipped if u not in fresh]
-        reports.append(report)
-        fused_into = then.name if then else None
-        print(reports[-1].line(), flush=True)
-        if report.disk_full:                  # every later unit would fail the same way: stop here
-            print(f"\nerror: {report.disk_full.removeprefix('DiskFullError: ')}", flush=True)
-            return max(1, len(report.failed))
+    executor = executor_for(cfg)          # Ray, when asked for: started (or joined) once for every stage
+    try:
+        stopped = _run_in_order(names, cfg, args, workspace, reports, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+    if stopped:
+        return stopped
     failed = {f"{r.stage} {u}": err for r in reports for u, err in r.failed.items()}
     blocked = {f"{r.stage} {u}": why for r in reports for u, why in r.blocked.items()}
     if failed:
@@ -166,6 +159,34 @@ def run_stages(names, cfg, args, reports: list | None = None) -> int:
             print(f"\nPARTIAL {report.stage} {unit}: made without {len(left_out)} upstream unit(s) that failed "
                   f"({', '.join(left_out)}); fix them and rerun for the whole result")
     return len(failed) + len(blocked)
+
+
+def _run_in_order(names, cfg, args, workspace: Workspace, reports: list, executor) -> int:
+    """Each stage in turn (a unit computed with its upstream in one pass counts as computed); returns
+    non-zero when a full disk stopped the run."""
+    from pipeline.runner import run_stage
+    from pipeline.stages import get_stage
+
+    fused_into, problems = None, {}
+    for i, name in enumerate(names):
+        stage = get_stage(name)
+        then = get_stage(names[i + 1]) if i + 1 < len(names) else None
+        then = then if then is not None and then.upstream == name else None   # one pass for both (one decode)
+        select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
+        force = args.force and fused_into != name      # units computed with their upstream just now are fresh
+        report = run_stage(stage, cfg, workspace, workers=cfg.workspace.workers, force=force, select=select,
+                           progress=not args.quiet, then=then, problems=problems, executor=executor)
+        if fused_into == name:          # count the units computed in the upstream's pass as computed here
+            fresh = set(reports[-1].then_done) & set(report.skipped)
+            report.done += sorted(fresh)
+            report.skipped = [u for u in report.skipped if u not in fresh]
+        reports.append(report)
+        fused_into = then.name if then else None
+        print(reports[-1].line(), flush=True)
+        if report.disk_full:                  # every later unit would fail the same way: stop here
+            print(f"\nerror: {report.disk_full.removeprefix('DiskFullError: ')}", flush=True)
+            return max(1, len(report.failed))
+    return 0
 
 
 def summarize_tensors(workspace: Workspace, movie: str | None = None, not_rebuilt: dict | None = None) -> None:

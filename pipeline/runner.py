@@ -406,7 +406,8 @@ def _leave_out_failures(unit: Unit, problems: dict[tuple[str, str], str], graph:
 
 def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, force: bool = False,
               select: Callable[[Unit], bool] | None = None, progress: bool = True,
-              then: Stage | None = None, problems: dict[tuple[str, str], str] | None = None) -> StageReport:
+              then: Stage | None = None, problems: dict[tuple[str, str], str] | None = None,
+              executor=None) -> StageReport:
     """Run every unit of `stage` that is not up to date; failures are collected, not raised.
 
     A unit whose upstream unit (per the declared graph, `stage.needs`) failed or is not done is not run:
@@ -417,6 +418,9 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     `then`: the next stage, when it declares `stage` as its upstream and can compute with it: each unit
     computed here also computes the next stage's unit of the same key in the same pass (so a chunk's
     video is decoded once for detect and landmarks); the next stage's own run then finds it done.
+
+    `executor`: a pipeline.ray_executor.RayExecutor to run the units as Ray tasks (the same jobs, manifests
+    and report); None runs them here, or in `workers` local processes.
     """
     started = time.perf_counter()
     report = StageReport(stage.name)
@@ -460,7 +464,15 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
     fused_names = {"/".join(key) for key in fused}
     desc = f"{stage.name}+{then.name}" if fused else stage.name
     bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not progress or not todo, leave=False)
-    if workers <= 1 or len(todo) <= 1:
+    if executor is not None and todo:
+        for index, (name, error) in executor.results([job(u) for u in todo]):
+            name = name or todo[index].name
+            _record(report, name, error, name in fused_names)
+            bar.update()
+            if error is not None and error.startswith(DiskFullError.__name__) and not report.disk_full:
+                report.disk_full = last_line(error)
+                executor.cancel_pending()                  # the units not started would fail the same way
+    elif workers <= 1 or len(todo) <= 1:
         for unit in todo:
             fn, job_args = job(unit)
             name, error = fn(*job_args)

@@ -6,6 +6,8 @@ test SIGKILLs at random moments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,6 +71,24 @@ def compute_sums(unit: Unit, cfg, tmp):
 
 NUMBERS = Stage("numbers", "toy", "1", ("numbers",), plan_numbers, compute_numbers)
 SUMS = Stage("sums", "toy", "1", ("sums",), plan_sums, compute_sums)
+
+
+def compute_numbers_dying_once(unit: Unit, cfg, tmp):
+    """compute_numbers, but the first attempt at unit k2 kills its own worker process (a marker file in
+    cache/ remembers it died), as the OS or a lost node would."""
+    marker = Path(tmp["values"]).parent.parent / f".died-{unit.key[0]}"
+    if unit.key[0] == "k2" and not marker.exists():
+        marker.write_text("died once")
+        os._exit(1)
+    compute_numbers(unit, cfg, tmp)
+
+
+NUMBERS_DYING_ONCE = dataclasses.replace(NUMBERS, compute=compute_numbers_dying_once)
+
+
+def blind_probe(path: str) -> tuple[str, str]:
+    """A Ray node that does not see the workspace (for RayExecutor.check_shared)."""
+    return "node-without-the-share", f"unreadable: [Errno 2] No such file or directory: '{path}'"
 
 
 def main() -> None:
