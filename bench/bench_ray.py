@@ -14,8 +14,6 @@ Ray's start (about 2-5 s per command) is counted in part 2 and reported apart in
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,19 +27,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 
-
-def snapshot(root: Path) -> dict[str, str]:
-    out = {}
-    for top in ("cache", "tensors"):
-        for path in sorted((root / top).rglob("*")) if (root / top).is_dir() else []:
-            if path.is_file():
-                text = path.read_bytes()
-                if path.name.endswith(".manifest.json"):
-                    manifest = json.loads(text)
-                    manifest.pop("seconds", None)
-                    text = json.dumps(manifest, sort_keys=True).encode()
-                out[str(path.relative_to(root))] = hashlib.sha256(text).hexdigest()
-    return out
+from bench_reliability import snapshot  # noqa: E402  (every output's sha256, every manifest less its wall time)
 
 
 TINY_UNITS = [60]        # how many units plan_tiny plans (set by --units)
@@ -111,7 +97,7 @@ def chunks(args) -> list[tuple]:
             if done.returncode:
                 raise SystemExit(done.stdout + done.stderr)
             n_chunks = len(list((ws / "cache" / "detect").rglob("*.h5.manifest.json")))
-            snap = snapshot(ws)
+            snap = snapshot(ws, ("cache", "tensors"))
             reference = reference or snap
             rows.append((executor, workers, wall, n_chunks, snap == reference))
     shutil.rmtree(base)

@@ -74,9 +74,9 @@ SUMS = Stage("sums", "toy", "1", ("sums",), plan_sums, compute_sums)
 
 
 def compute_numbers_dying_once(unit: Unit, cfg, tmp):
-    """compute_numbers, but the first attempt at unit k2 kills its own worker process (a marker file in
-    cache/ remembers it died), as the OS or a lost node would."""
-    marker = Path(tmp["values"]).parent.parent / f".died-{unit.key[0]}"
+    """compute_numbers, but the first attempt at unit k2 kills its own worker process (a marker file in the
+    workspace root remembers it died), as the OS or a lost node would."""
+    marker = Path(tmp["values"]).parents[2] / f".died-{unit.key[0]}"
     if unit.key[0] == "k2" and not marker.exists():
         marker.write_text("died once")
         os._exit(1)
