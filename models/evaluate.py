@@ -202,15 +202,19 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
     train_mask, test_mask = completion_split(movie.mask, ev.holdout_every, ev.seed)
     split = {"protocol": "completion", "holdout_every": ev.holdout_every, "seed": ev.seed}
     train_cfg = cfg.train if ev.ksweep_epochs is None else dataclasses.replace(cfg.train, epochs=ev.ksweep_epochs)
-    rows, too_large = [], [k for k in ev.ks if k > supported_k(train_mask)]
+    too_large = [k for k in ev.ks if k > supported_k(train_mask)]
     if too_large:
         print(f"[models] ksweep: skipping K = {too_large}: more than the {supported_k(train_mask)} this tensor "
               f"supports (members and seconds with training faces)")
-    for k in (k for k in ev.ks if k not in too_large):
-        cfg_k = cfg.replace(models=dataclasses.replace(cfg.models, k=k), train=train_cfg)
-        for kind, model in fit_all(movie, train_mask, cfg_k, folder / f"k{k:03d}", split, resume).items():
-            rows.append({"model": kind, "k": k, "train_mse": score_cells(model, movie, train_mask, ev.batch_size)[0],
-                         "test_mse": score_cells(model, movie, test_mask, ev.batch_size)[0]})
+    jobs = [(movie, cfg.replace(models=dataclasses.replace(cfg.models, k=k), train=train_cfg), folder / f"k{k:03d}",
+             split, resume, train_mask, test_mask) for k in ev.ks if k not in too_large]
+    executor = _executor(cfg)       # with workspace.executor ray, one Ray task per K
+    try:
+        per_k = executor.map(_ksweep_point, jobs) if executor else [_ksweep_point(*job) for job in jobs]
+    finally:
+        if executor:
+            executor.close()
+    rows = [row for k_rows in per_k for row in k_rows]
     best = {kind: min((r for r in rows if r["model"] == kind), key=lambda r: r["test_mse"])["k"]
             for kind in dict.fromkeys(r["model"] for r in rows)}
     table = write_table(rows, folder, "table", f"K sweep (paper Fig. 5); best K on held-out error: {best}")
@@ -218,6 +222,25 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
     results = {"rows": rows, "best_k": best, "table": table, "figures": [figure], "skipped_k": too_large}
     write_results(folder, results)
     return results
+
+
+def _ksweep_point(movie: Movie, cfg_k, folder: Path, split: dict, resume: bool, train_mask: np.ndarray,
+                  test_mask: np.ndarray) -> list[dict]:
+    """Every model fitted at one K (its own folder): train and held-out MSE."""
+    ev = cfg_k.evaluate
+    return [{"model": kind, "k": cfg_k.models.k, "train_mse": score_cells(model, movie, train_mask, ev.batch_size)[0],
+             "test_mse": score_cells(model, movie, test_mask, ev.batch_size)[0]}
+            for kind, model in fit_all(movie, train_mask, cfg_k, folder, split, resume).items()]
+
+
+def _executor(cfg):
+    """The Ray executor when the config asks for one (workspace.executor), else None (fit here)."""
+    workspace = getattr(cfg, "workspace", None)
+    if workspace is None or workspace.executor != "ray":
+        return None
+    from pipeline.ray_executor import executor_for
+
+    return executor_for(cfg)
 
 
 # ----------------------------------------------------------------------------- long-term prediction

@@ -113,6 +113,10 @@ class RayExecutor:
                 except Exception as err:  # noqa: BLE001 - the worker died more often than max_retries
                     yield index, (None, f"Ray task failed after {self.max_retries} retries: {err}")
 
+    def map(self, fn: Callable, arg_tuples: list[tuple]) -> list:
+        """fn(*args) for each args as Ray tasks, results in order; a task's exception is raised here."""
+        return self.ray.get([self._remote.remote(fn, *args) for args in arg_tuples])
+
     def cancel_pending(self) -> None:
         for ref in list(self._pending):
             self.ray.cancel(ref)

@@ -109,3 +109,23 @@ def test_cli_run_on_ray_equals_the_local_run_and_a_killed_driver_resumes(tmp_pat
     again = _audience(*cmd, cwd=killed)
     assert again.returncode == 0, again.stdout + again.stderr
     assert snapshot(killed / "ws") == reference
+
+
+def test_the_k_sweep_fans_out_over_ray_with_the_same_results(executor, tmp_path):
+    """One Ray task per K (workspace.executor ray) gives the rows fitting here gives."""
+    import dataclasses
+
+    import numpy as np
+
+    from models.data import load_movie
+    from models.evaluate import ksweep
+    from models_fixtures import tiny_config, with_workspace, write_tiny_tensor
+
+    movie = load_movie(write_tiny_tensor(tmp_path))
+    cfg = with_workspace(tiny_config(), tmp_path / "ws")
+    here = ksweep(movie, cfg, tmp_path / "here")["rows"]
+    on_ray = cfg.replace(workspace=dataclasses.replace(cfg.workspace, executor="ray"))
+    there = ksweep(movie, on_ray, tmp_path / "ray")["rows"]
+    assert [(r["model"], r["k"]) for r in there] == [(r["model"], r["k"]) for r in here]
+    np.testing.assert_allclose([r["test_mse"] for r in there], [r["test_mse"] for r in here], rtol=1e-4)
+    assert ray.is_initialized()                      # the sweep joined the running Ray, and left it running
