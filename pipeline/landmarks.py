@@ -70,6 +70,7 @@ ERT_BOX_DX = 0.045               # ERT box centre - inner mean, in rms units (x)
 ERT_BOX_DY = 0.120               # same, y (the box sits a little lower than the inner points)
 MIN_BOX_PX = 2.0                 # boxes narrower than this are not fitted
 STOCK_MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
+THEATRE_MODEL = Path(__file__).resolve().parent / "assets" / "theatre_landmarks_68.dat"   # scripts/train_landmarker.py
 
 
 # ----------------------------------------------------------------------------- model
@@ -93,9 +94,15 @@ def stock_model_path() -> Path:
 
 
 def model_path_of(model_path: str) -> Path:
-    """The configured model file ('' = stock); a relative path is taken from the repository root."""
-    if not model_path:
+    """The configured model file: "theatre" (shipped, trained for theatre-sized faces), "stock" or "" (dlib's
+    iBUG model), else a .dat path (a relative path is taken from the repository root)."""
+    if model_path in ("", "stock"):
         return stock_model_path()
+    if model_path == "theatre":
+        if not THEATRE_MODEL.is_file():
+            raise DataError(f"the shipped theatre landmark model {THEATRE_MODEL} is missing: reinstall the package, "
+                            f"rebuild it with scripts/train_landmarker.py, or set landmarks.model_path to \"stock\".")
+        return THEATRE_MODEL
     path = Path(model_path)
     if not path.is_absolute() and not path.exists():
         path = Path(__file__).resolve().parents[1] / path
@@ -733,14 +740,15 @@ def _box_to_image(left, top, width, height, roll_rad):
 
 
 def plan(cfg, workspace: Workspace) -> list[Unit]:
-    """One unit per detect chunk: inputs = the detect chunk, its video and the detectors' calibrations."""
+    """One unit per detect chunk: inputs = the detect chunk, its video, the landmark model and the detectors'
+    calibrations."""
     from pipeline.detect import DETECT
 
-    units, calibrations = [], calibration_files(cfg)
+    units, calibrations, model = [], calibration_files(cfg), model_path_of(cfg.landmarks.model_path)
     for det in DETECT.plan(cfg, workspace):
         det_out = det.outputs[0][1]
         video = _video_of(det)
-        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, *calibrations),
+        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, model, *calibrations),
                           outputs=(("landmarks", workspace.stage_output("landmarks", *det.key)),),
                           payload=(("detections", str(det_out)), ("video", str(video)))))
     return units

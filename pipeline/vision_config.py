@@ -70,7 +70,7 @@ def _check_positive(section: str, **values: float) -> None:
 
 @dataclass(frozen=True)
 class LandmarksConfig:
-    model_path: str = ""           # 68-point ERT .dat; "" = stock iBUG model from face_recognition_models
+    model_path: str = ""           # 68-point ERT: "" or "stock" (iBUG), "theatre" (shipped, for small dim faces), or a .dat path
     engine: Literal["numpy", "dlib"] = "numpy"  # numpy: batched cascade on the frame; dlib: dlib's predictor on crops
     box_scale: float | None = None  # first-pass ERT box side = box_scale × detector box width; None: the detector's
                                     # calibration (<detector>.calib.json beside its .svm), else 1.0 (see default.yaml)

@@ -36,6 +36,37 @@ def test_stock_model_is_found():
     assert model_path_of("") == stock_model_path()
 
 
+def test_named_models_resolve():
+    from pipeline.landmarks import THEATRE_MODEL
+
+    assert model_path_of("stock") == stock_model_path()
+    assert model_path_of("theatre") == THEATRE_MODEL and THEATRE_MODEL.is_file()
+
+
+def test_theatre_model_fits_back_row_faces_better_than_stock():
+    """Regression check of the shipped theatre model (scripts/train_landmarker.py) on real faces at back-row
+    sizes: the astronaut and Grace Hopper are among its training identities, so this is no held-out result
+    (that is the script's report table); it fails if the asset is broken or the engine misreads it."""
+    import sys
+
+    import cv2
+    from skimage import data
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import real_theatre as rt
+    from pipeline.landmarks import ert_predict, load_ert_model
+
+    clips = rt.faces_in_gray(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY), "skimage:astronaut")
+    samples = rt.theatre_face_samples("tune", sizes_px=(17, 22), n=40, seed=5, clips=clips)
+    truth = np.array([s.landmarks for s in samples], float)
+    errors = {}
+    for name in ("stock", "theatre"):
+        model = load_ert_model(name, 48 if name == "stock" else 0)
+        fits = np.array([ert_predict(model, s.image, s.ert_box[None])[0] for s in samples])
+        errors[name] = rt.landmark_errors(fits, truth)[0].mean()
+    assert errors["theatre"] < 0.8 * errors["stock"], errors
+
+
 def test_missing_model_is_a_clear_error():
     with pytest.raises(DataError, match="landmarks.model_path"):
         model_path_of("/nowhere/model.dat")
