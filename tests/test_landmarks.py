@@ -45,7 +45,7 @@ def test_named_models_resolve():
 
 def test_theatre_model_fits_back_row_faces_better_than_stock():
     """Regression check of the shipped theatre model (scripts/train_landmarker.py) on real faces at back-row
-    sizes: the astronaut and Grace Hopper are among its training identities, so this is no held-out result
+    sizes: the astronaut is one of its training identities, so this is no held-out result
     (that is the script's report table); it fails if the asset is broken or the engine misreads it."""
     import sys
 
