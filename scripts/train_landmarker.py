@@ -41,20 +41,38 @@ TRAIN_SIZES_PX = (15, 18, 22, 27, 33, 41, 48)   # landmark-cloud widths of the t
 TRAIN_FACE_PX = 80.0                           # each view is upsampled so its cloud is this wide
 
 
-def training_views(clips: list, n: int, seed: int) -> tuple[list[np.ndarray], list]:
+def head_box_mapping(samples: list) -> tuple[float, float, float]:
+    """(box_scale, box_dx, box_dy) taking the head-extent box (the detectors' convention) to dlib's ERT box
+    convention, median over `samples`: on a frontal face the two agree, on a turned one the head box stays
+    on the head while dlib's box follows the inner features. Training from head boxes teaches the model
+    to find turned features itself, since a detector can only give the head box."""
+    m = lm.fit_box_mapping(np.array([s.box for s in samples]), np.array([s.landmarks for s in samples]))
+    return m["box_scale"], m["box_dx"], m["box_dy"]
+
+
+def start_boxes(samples: list, start: str, mapping: tuple[float, float, float]) -> np.ndarray:
+    """The box each sample's fit starts from: "head" (its head box mapped by `mapping`, as the pipeline
+    maps a detection by the detector's calibration) or "landmarks" (dlib's box of its reference points)."""
+    if start == "head":
+        return lm.ert_boxes_from_detections(np.array([s.box for s in samples]), *mapping)
+    return np.array([s.ert_box for s in samples])
+
+
+def training_views(clips: list, n: int, seed: int, start: str, roll_std_deg: float) -> tuple[list[np.ndarray], list]:
     """n views of the faces `clips` as (upsampled images, dlib.full_object_detection per image)."""
     import dlib
 
     samples = rt.theatre_face_samples("tune", sizes_px=TRAIN_SIZES_PX, n=n, seed=seed, clips=clips,
-                                      context_faces=2.6)
+                                      context_faces=2.6, roll_std_deg=roll_std_deg)
+    boxes = start_boxes(samples, start, head_box_mapping(samples))
     images, objects = [], []
-    for s in samples:
+    for s, box in zip(samples, boxes):
         factor = TRAIN_FACE_PX / float(np.ptp(s.landmarks[:, 0]))
         size = (int(round(s.image.shape[1] * factor)), int(round(s.image.shape[0] * factor)))
         factor = size[0] / s.image.shape[1]
         image = cv2.resize(s.image, size, interpolation=cv2.INTER_CUBIC)
         pts = (s.landmarks.astype(np.float64) + 0.5) * factor - 0.5
-        box = lm.ert_boxes_from_landmarks(pts[None])[0]
+        box = (box + 0.5) * factor - 0.5
         rect = dlib.rectangle(*[int(round(v)) for v in box])
         parts = [dlib.point(int(round(x)), int(round(y))) for x, y in pts]
         images.append(np.ascontiguousarray(image))
@@ -66,7 +84,7 @@ def train(out: Path, clips: list, n: int, seed: int, args) -> None:
     import dlib
 
     started = time.time()
-    images, objects = training_views(clips, n, seed)
+    images, objects = training_views(clips, n, seed, args.start, args.roll)
     print(f"{len(images)} training views of {len({c.identity for c in clips})} identities in "
           f"{time.time() - started:.0f} s", flush=True)
     opts = dlib.shape_predictor_training_options()
@@ -95,14 +113,29 @@ def jittered(boxes: np.ndarray, rng: np.random.Generator, shift: float, scale: f
     return np.concatenate([c - half[:, None], c + half[:, None]], axis=1)
 
 
-def score(models: dict[str, Path], clips: list, title: str, n: int, seed: int) -> None:
+def detector_starts(samples: list, front: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Start boxes as the pipeline makes them from the shipped detectors: each face's head box (the
+    detectors' convention) shifted and scaled by ±8 %, mapped by the front or back detector's calibration."""
+    from pipeline.detector_training import read_calibration
+
+    heads = jittered(np.array([s.box for s in samples]), rng, 0.08, 0.08)
+    out = np.empty_like(heads)
+    for band, sel in (("front", front), ("back", ~front)):
+        c = read_calibration(REPO / "pipeline" / "assets" / f"detector_{band}.svm")
+        out[sel] = lm.ert_boxes_from_detections(heads[sel], c["box_scale"], c["box_dx"], c["box_dy"])
+    return out
+
+
+def score(models: dict[str, Path], clips: list, title: str, n: int, seed: int, roll_std_deg: float) -> None:
     import dlib
 
-    samples = rt.theatre_face_samples("report", sizes_px=(17, 22, 30, 41), n=n, seed=seed + 1, clips=clips)
+    samples = rt.theatre_face_samples("report", sizes_px=(17, 22, 30, 41), n=n, seed=seed + 1, clips=clips,
+                                      roll_std_deg=roll_std_deg)
     rng = np.random.default_rng(seed)
     ideal = np.array([s.ert_box for s in samples])
-    starts = {"well-placed box": ideal, "box ±8 %": jittered(ideal, rng, 0.08, 0.08)}
     front = np.array([s.size_px >= 26 for s in samples])
+    starts = {"well-placed box": ideal, "box ±8 %": jittered(ideal, rng, 0.08, 0.08),
+              "head box ±8 %, calibrated": detector_starts(samples, front, rng)}
     rows = []
     stock = dlib.shape_predictor(str(lm.stock_model_path()))
     fits = np.array([[[p.x, p.y] for p in stock(s.image, dlib.rectangle(*[int(round(v)) for v in b])).parts()]
@@ -117,7 +150,7 @@ def score(models: dict[str, Path], clips: list, title: str, n: int, seed: int) -
                               for s, f in zip(samples, fits)])
             rows.append((f"{name}, numpy engine + 1 refit", start, again))
     truth = np.array([s.landmarks for s in samples], float)
-    print(f"\n{title}, {n} views, {int(front.sum())} front / {int((~front).sum())} back\n")
+    print(f"\n{title}, {n} views, roll ~ N(0, {roll_std_deg:g}°), {int(front.sum())} front / {int((~front).sum())} back\n")
     print("| model | start | mean front | median front | mean back | median back |")
     print("|---|---|---|---|---|---|")
     for name, start, fits in rows:
@@ -136,15 +169,21 @@ def main(argv=None) -> int:
     p.add_argument("--validate", action="store_true",
                    help="model selection: train on 3/4 of the tune identities, score on the other 1/4 "
                         "(the report identities are not touched)")
+    p.add_argument("--start", choices=("head", "landmarks"), default="head",
+                   help="training start box: the head box (as a detector gives it, mapped to dlib's box "
+                        "convention on average) or dlib's box of the reference points")
+    p.add_argument("--roll", type=float, default=12.0, help="training views' roll spread, degrees (sd)")
+    p.add_argument("--score-roll", type=float, nargs="+", default=[5.0], help="scored views' roll spreads, degrees")
     p.add_argument("--cascade-depth", type=int, default=10)
     p.add_argument("--tree-depth", type=int, default=4)
-    p.add_argument("--trees", type=int, default=300)
+    p.add_argument("--trees", type=int, default=100)
     p.add_argument("--nu", type=float, default=0.1)
     p.add_argument("--oversampling", type=int, default=10)
-    p.add_argument("--jitter", type=float, default=0.1)
+    p.add_argument("--jitter", type=float, default=0.15)
     p.add_argument("--feature-pool", type=int, default=400)
     p.add_argument("--test-splits", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compare", type=Path, nargs="*", default=[], help="other .dat models to score beside")
     args = p.parse_args(argv)
     tune = sorted(rt.load_faces("tune"), key=lambda c: c.identity)
     if args.validate:
@@ -156,7 +195,9 @@ def main(argv=None) -> int:
         title = "Report identities (never trained or tuned on)"
     if not args.score_only:
         train(args.out, fit_on, args.n, args.seed, args)
-    score({"stock": lm.stock_model_path(), "theatre": args.out}, scored, title, args.score_n, args.seed)
+    models = {"stock": lm.stock_model_path(), "theatre": args.out, **{p.stem: p for p in args.compare}}
+    for roll in args.score_roll:
+        score(models, scored, title, args.score_n, args.seed, roll)
     return 0
 
 
