@@ -813,11 +813,12 @@ class FaceSample(tuple):
 def theatre_face_samples(split: str = "tune", sizes_px=(17, 22, 30, 41), n: int = 100, seed: int = 0,
                          clips: list[FaceClip] | None = None, context_faces: float = 4.0,
                          noise_std: float = 4.0, blur_sigma: float = 0.7,
-                         roll_std_deg: float = 5.0) -> list[FaceSample]:
+                         roll_std_deg: float = 5.0, gain: tuple[float, float] = (0.30, 0.45)) -> list[FaceSample]:
     """`n` real faces of `split` composited at theatre sizes with the benchmark's IR look, without
     rendering a video: each sample is a square patch `context_faces` jaw widths wide, the face
     (random identity, video frame, mirror, roll ~ N(0, roll_std_deg), ±8 % size, ±0.1 jaw offset) at its
-    centre on a dark seat background. sizes_px are jaw (landmark-extent) widths, cycled."""
+    centre on a dark seat background. sizes_px are jaw (landmark-extent) widths, cycled; gain is the range of
+    the face's contrast (the benchmark's dim IR faces by default)."""
     rng = np.random.default_rng(seed)
     clips = clips if clips is not None else load_faces(split)
     if not clips:
@@ -834,7 +835,7 @@ def theatre_face_samples(split: str = "tune", sizes_px=(17, 22, 30, 41), n: int 
         centre = np.array([side / 2 - 0.5, side / 2 - 0.5]) + rng.normal(0, 0.1 * size, 2)
         pts = place_face(canvas, clip, frame_i, centre, size, float(rng.normal(0, roll_std_deg)),
                          bool(rng.random() < 0.5),
-                         float(rng.uniform(0.30, 0.45)), float(rng.uniform(70, 105)))
+                         float(rng.uniform(*gain)), float(rng.uniform(70, 105)))
         image = ir_look(canvas, rng, noise_std, blur_sigma)
         out.append(FaceSample(image, detector_boxes_from_landmarks(pts), pts.astype(np.float32),
                               clip.identity, size))

@@ -261,15 +261,14 @@ def _check_calibration(calib, where: str) -> dict:
         value = calib[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise DataError(f"{where}: '{key}' = {value!r} is not a {getattr(kind, '__name__', 'number')}. {fix}")
-    for key in ("box_scale", "box_dx", "box_dy"):
-        if not math.isfinite(calib[key]):
-            raise DataError(f"{where}: '{key}' = {calib[key]!r} is not finite. {fix}")
-    if not 0.2 <= calib["box_scale"] <= 5.0:
-        raise DataError(f"{where}: box_scale {calib['box_scale']} is outside [0.2, 5] (ERT box side / detector "
-                        f"box side). {fix}")
-    if abs(calib["box_dx"]) > 1.0 or abs(calib["box_dy"]) > 1.0:
-        raise DataError(f"{where}: box_dx/box_dy ({calib['box_dx']}, {calib['box_dy']}) must be within ±1 box "
-                        f"side. {fix}")
+    _check_mapping(calib, where, fix)
+    by_model = calib.get("by_model", {})
+    if not isinstance(by_model, dict):
+        raise DataError(f"{where}: 'by_model' must map landmark model names to mappings. {fix}")
+    for name, mapping in by_model.items():
+        if not isinstance(mapping, dict):
+            raise DataError(f"{where}: by_model['{name}'] must be an object with box_scale, box_dx, box_dy. {fix}")
+        _check_mapping(mapping, f"{where}: by_model['{name}']", fix)
     if calib["n_faces"] < 1 or calib["window_px"] < 1:
         raise DataError(f"{where}: n_faces and window_px must be positive. {fix}")
     rng = calib["face_px_range"]
@@ -279,13 +278,28 @@ def _check_calibration(calib, where: str) -> dict:
     return calib
 
 
+def _check_mapping(mapping: dict, where: str, fix: str) -> None:
+    for key in ("box_scale", "box_dx", "box_dy"):
+        value = mapping.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DataError(f"{where}: '{key}' = {value!r} is not a finite number. {fix}")
+    if not 0.2 <= mapping["box_scale"] <= 5.0:
+        raise DataError(f"{where}: box_scale {mapping['box_scale']} is outside [0.2, 5] (ERT box side / detector "
+                        f"box side). {fix}")
+    if abs(mapping["box_dx"]) > 1.0 or abs(mapping["box_dy"]) > 1.0:
+        raise DataError(f"{where}: box_dx/box_dy ({mapping['box_dx']}, {mapping['box_dy']}) must be within ±1 box "
+                        f"side. {fix}")
+
+
 def read_calibration(svm_path: str | Path) -> dict | None:
     """The box → ERT-start-box calibration saved beside a detector, or None when there is none.
 
     Builtin detector names ('dlib_frontal', 'cnn', 'default' before resolution) have none.
     A file that exists but is malformed is a DataError naming the file, the key and the fix.
     The mapping for `pipeline.landmarks.ert_boxes_from_detections` is
-    ``{k: calib[k] for k in ("box_scale", "box_dx", "box_dy")}``.
+    ``{k: calib[k] for k in ("box_scale", "box_dx", "box_dy")}``, fitted for the landmark model named in
+    ``fitted_for``; an optional ``by_model`` holds one such mapping per landmark model ("stock", "theatre", a
+    .dat's file name: `pipeline.landmarks.model_key`), which `pipeline.landmarks.box_mapping` prefers.
     """
     if str(svm_path) in BUILTIN_NAMES:
         return None

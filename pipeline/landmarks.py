@@ -112,6 +112,13 @@ def model_path_of(model_path: str) -> Path:
     return path
 
 
+def model_key(model_path: str) -> str:
+    """The name a detector calibration files a landmark model under: "stock", "theatre" or the .dat's file name."""
+    if model_path in ("", "stock", "theatre"):
+        return model_path or "stock"
+    return Path(model_path).name
+
+
 @functools.lru_cache(maxsize=4)
 def load_predictor(model_path: str = ""):
     """A dlib.shape_predictor (cached per process)."""
@@ -212,10 +219,12 @@ def fit_one(predictor, image: np.ndarray, ert_box_px: np.ndarray, target_face_px
 
 def box_mapping(cfg, detector: str | None = None) -> tuple[float, float, float]:
     """(box_scale, box_dx, box_dy) for boxes of `detector` (a resolved detector path or builtin name):
-    the config's numbers where set, else the detector's calibration file, else (1, 0, 0)."""
+    the config's numbers where set, else the detector's calibration file (its entry for the landmark model in
+    use where it has one: the best start box depends on the model), else (1, 0, 0)."""
     from pipeline.detector_training import read_calibration
 
     calib = (read_calibration(detector) if detector else None) or {}
+    calib = calib.get("by_model", {}).get(model_key(cfg.model_path), calib)   # fitted for this landmark model
     return tuple(float(getattr(cfg, key) if getattr(cfg, key) is not None else calib.get(key, default))
                  for key, default in (("box_scale", 1.0), ("box_dx", 0.0), ("box_dy", 0.0)))
 
@@ -837,4 +846,4 @@ LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every d
 
 __all__ = ["LANDMARKS", "ChunkFitter", "fit_faces", "start_boxes", "final_fit", "eye_roll_rad", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
            "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",
-           "ert_boxes_from_landmarks", "fit_box_mapping", "N_POINTS"]
+           "ert_boxes_from_landmarks", "fit_box_mapping", "model_key", "N_POINTS"]

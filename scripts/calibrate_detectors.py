@@ -2,8 +2,9 @@
 
 Writes pipeline/assets/detector_{front,back}.calib.json (box_scale, box_dx,
 box_dy: the ERT start box as a function of the detector box; see
-pipeline.detector_training.read_calibration) and prints the landmark error
-(mean point distance ÷ eye-centre distance) of the stock ERT (numpy engine)
+pipeline.detector_training.read_calibration), one mapping per landmark model
+(`--models`: the best start box depends on the model), and prints the landmark error
+(mean point distance ÷ eye-centre distance) of each ERT (numpy engine)
 started from (a) the old mapping 1.3/0/0, (b) the box match, (c) the
 calibration written, (d) the ideal box of the reference landmarks.
 
@@ -290,6 +291,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     parser.add_argument("--no-bench-compositor", action="store_true",
                         help="only this script's renderings (not also the real-face benchmark's compositor)")
+    parser.add_argument("--models", default="stock,theatre",
+                        help="landmark models to calibrate for, each filed under by_model (default %(default)s; "
+                             "the config's landmarks.model_path is always one, and fills the top-level mapping)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override (e.g. detect.threshold=0.3)")
     args = parser.parse_args(argv)
@@ -301,61 +305,85 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    import dataclasses
+
     from configs.schema import load_config
     from pipeline.detect import resolve_detector_path
-    from pipeline.detector_training import make_calibration, write_calibration
-    from pipeline.landmarks import load_landmarker
+    from pipeline.detector_training import write_calibration
+    from pipeline.landmarks import load_landmarker, model_key
 
     started = time.perf_counter()
     cfg = load_config([], args.set)
     faces = tune_faces(args.dlib_faces)
-    model = load_landmarker(cfg.landmarks)
+    default_key = model_key(cfg.landmarks.model_path)
+    keys = list(dict.fromkeys([default_key] + [k.strip() for k in args.models.split(",") if k.strip()]))
     print(f"tune set: {len(faces)} real faces from {len({f.identity.split('#')[0] for f in faces})} photos "
           f"(dlib_faces, astronaut, grace_hopper); {args.repeats} renditions per face and band")
     print(f"landmark error = mean point distance / eye-centre distance vs dlib's fit at full resolution; "
-          f"engine {cfg.landmarks.engine}, refine_passes {cfg.landmarks.refine_passes}")
+          f"engine {cfg.landmarks.engine}, refine_passes {cfg.landmarks.refine_passes}; models {', '.join(keys)}")
     for band in [b.strip() for b in args.bands.split(",") if b.strip()]:
-        result = calibrate_band(band, faces, cfg, model, args.repeats, args.seed + (band == "back"),
-                                search=not args.no_search, bench=not args.no_bench_compositor)
-        m, rep = result["mapping"], result["report"]
-        lo, hi = BANDS[band]
-        print(f"\n{band} detector: faces {lo:.0f}-{hi:.0f} px wide, {len(result['views'])} views of "
-              f"{result['identities']} faces, found {result['found'].n_faces} (recall {result['recall']:.3f} "
-              f"at detect.threshold {cfg.detect.threshold})")
-        print(f"  box match:   box_scale {rep['box_match']['box_scale']:.3f}  box_dx {rep['box_match']['box_dx']:+.3f}"
-              f"  box_dy {rep['box_match']['box_dy']:+.3f}")
-        print(f"  calibration: box_scale {m['box_scale']:.3f}  box_dx {m['box_dx']:+.3f}  box_dy {m['box_dy']:+.3f}"
-              f"  ({rep['method']})")
-        print(f"  {'ERT start box':<26} {'mean':>7} {'median':>7} {'>0.25':>7}")
-        for name, errors in result["errors"].items():
-            print(f"  {name:<26} {_summary(errors)}")
-        if not args.no_cross_check:
-            print(f"  {'2-fold by photo':<26} {_summary(cross_check(result, cfg, model))}")
-        if args.dry_run:
-            continue
-        svm = resolve_detector_path(getattr(cfg.detect, f"{band}_detector"), band)
-        err_cal, err_ideal = result["errors"]["calibration (written)"], result["errors"]["ideal box (reference)"]
-        calib = make_calibration(
-            m, result["found"].n_faces,
-            source=(f"real faces (tune identities: {len(faces)} faces of dlib_faces' photos, skimage astronaut, "
-                    f"matplotlib grace_hopper) downscaled to {lo:.0f}-{hi:.0f} px wide landmark clouds, head cut out "
-                    f"onto a dark seat, mirrored or not, dimmed, blurred, sensor noise; reference: dlib's 68-point "
-                    f"fit at full resolution; detections of row strips with faces at {STRIP_FACE_PX[0]:.0f}-"
-                    f"{STRIP_FACE_PX[1]:.0f} px (scripts/calibrate_detectors.py), pooled with as many tune faces "
-                    f"rendered by bench/real_theatre.py's compositor; "
-                    f"mapping {rep['method']}"),
-            window_px=40, face_px_range=_shipped_face_px(cfg, band), training=shipped_training(band),
-            calibrated_face_px_range=[round(v, 1) for v in result["box_px"]],
-            box_match={k: rep["box_match"][k] for k in ("box_scale", "box_dx", "box_dy")},
-            tune_error={"mean": round(float(np.nanmean(err_cal)), 4), "median": round(float(np.nanmedian(err_cal)), 4),
-                        "ideal_box_mean": round(float(np.nanmean(err_ideal)), 4),
-                        "ideal_box_median": round(float(np.nanmedian(err_ideal)), 4)},
-            tune_recall=round(result["recall"], 4),
-            fitted_for={k: getattr(cfg.landmarks, k) for k in ("engine", "refine_passes", "coarse_levels",
-                                                              "leaf_rank", "model_path")})
-        print(f"  wrote {write_calibration(svm, calib)}")
+        results = {}
+        for key in keys:
+            model_cfg = cfg.replace(landmarks=dataclasses.replace(cfg.landmarks, model_path=key))
+            model = load_landmarker(model_cfg.landmarks)
+            results[key] = calibrate_band(band, faces, model_cfg, model, args.repeats, args.seed + (band == "back"),
+                                          search=not args.no_search, bench=not args.no_bench_compositor)
+            _print_band(band, key, results[key], model_cfg, model, cross=not args.no_cross_check)
+        if not args.dry_run:
+            svm = resolve_detector_path(getattr(cfg.detect, f"{band}_detector"), band)
+            print(f"  wrote {write_calibration(svm, _calibration(results, default_key, faces, cfg, band))}")
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _print_band(band: str, key: str, result: dict, cfg, model, cross: bool) -> None:
+    m, rep = result["mapping"], result["report"]
+    lo, hi = BANDS[band]
+    print(f"\n{band} detector, landmark model {key}: faces {lo:.0f}-{hi:.0f} px wide, {len(result['views'])} views "
+          f"of {result['identities']} faces, found {result['found'].n_faces} (recall {result['recall']:.3f} "
+          f"at detect.threshold {cfg.detect.threshold})")
+    print(f"  box match:   box_scale {rep['box_match']['box_scale']:.3f}  box_dx {rep['box_match']['box_dx']:+.3f}"
+          f"  box_dy {rep['box_match']['box_dy']:+.3f}")
+    print(f"  calibration: box_scale {m['box_scale']:.3f}  box_dx {m['box_dx']:+.3f}  box_dy {m['box_dy']:+.3f}"
+          f"  ({rep['method']})")
+    print(f"  {'ERT start box':<26} {'mean':>7} {'median':>7} {'>0.25':>7}")
+    for name, errors in result["errors"].items():
+        print(f"  {name:<26} {_summary(errors)}")
+    if cross:
+        print(f"  {'2-fold by photo':<26} {_summary(cross_check(result, cfg, model))}")
+
+
+def _tune_error(result: dict) -> dict:
+    err_cal, err_ideal = result["errors"]["calibration (written)"], result["errors"]["ideal box (reference)"]
+    return {"mean": round(float(np.nanmean(err_cal)), 4), "median": round(float(np.nanmedian(err_cal)), 4),
+            "ideal_box_mean": round(float(np.nanmean(err_ideal)), 4),
+            "ideal_box_median": round(float(np.nanmedian(err_ideal)), 4)}
+
+
+def _calibration(results: dict, default_key: str, faces, cfg, band: str) -> dict:
+    """The calibration document: the default landmark model's mapping at the top, every model's in by_model."""
+    from pipeline.detector_training import make_calibration
+
+    result = results[default_key]
+    m, rep = result["mapping"], result["report"]
+    lo, hi = BANDS[band]
+    return make_calibration(
+        m, result["found"].n_faces,
+        source=(f"real faces (tune identities: {len(faces)} faces of dlib_faces' photos, skimage astronaut, "
+                f"matplotlib grace_hopper) downscaled to {lo:.0f}-{hi:.0f} px wide landmark clouds, head cut out "
+                f"onto a dark seat, mirrored or not, dimmed, blurred, sensor noise; reference: dlib's 68-point "
+                f"fit at full resolution; detections of row strips with faces at {STRIP_FACE_PX[0]:.0f}-"
+                f"{STRIP_FACE_PX[1]:.0f} px (scripts/calibrate_detectors.py), pooled with as many tune faces "
+                f"rendered by bench/real_theatre.py's compositor; "
+                f"mapping {rep['method']}"),
+        window_px=40, face_px_range=_shipped_face_px(cfg, band), training=shipped_training(band),
+        calibrated_face_px_range=[round(v, 1) for v in result["box_px"]],
+        box_match={k: rep["box_match"][k] for k in ("box_scale", "box_dx", "box_dy")},
+        tune_error=_tune_error(result), tune_recall=round(result["recall"], 4),
+        fitted_for={**{k: getattr(cfg.landmarks, k) for k in ("engine", "refine_passes", "coarse_levels", "leaf_rank")},
+                    "model_path": default_key},
+        by_model={key: {**{k: round(float(r["mapping"][k]), 4) for k in ("box_scale", "box_dx", "box_dy")},
+                        "tune_error": _tune_error(r)} for key, r in results.items()})
 
 
 def _shipped_face_px(cfg, band: str) -> tuple[float, float]:

@@ -51,6 +51,9 @@ def test_no_calibration_is_none(tmp_path):
     (json.dumps(_calib(box_scale=-1.0)), "box_scale -1.0 is outside"),
     (json.dumps(_calib(face_px_range=[30, 20])), "face_px_range"),
     (json.dumps(_calib(n_faces=0)), "n_faces"),
+    (json.dumps(_calib(by_model=[1])), "'by_model' must map"),
+    (json.dumps(_calib(by_model={"theatre": {"box_scale": 1.1, "box_dx": 0.0}})), r"by_model\['theatre'\]: 'box_dy'"),
+    (json.dumps(_calib(by_model={"theatre": {"box_scale": 9.0, "box_dx": 0.0, "box_dy": 0.0}})), "outside"),
 ])
 def test_malformed_calibration_is_a_clear_error(tmp_path, text, match):
     svm = tmp_path / "front.svm"
@@ -76,12 +79,30 @@ def test_write_refuses_a_bad_calibration(tmp_path):
     assert not calibration_path(tmp_path / "x.svm").exists()
 
 
+def test_each_landmark_model_starts_from_its_own_mapping(tmp_path):
+    """by_model entries win for the model in use; a model without one gets the top-level mapping; the
+    config's own numbers win over both."""
+    from pipeline.landmarks import box_mapping
+    from pipeline.vision_config import LandmarksConfig
+
+    svm = tmp_path / "mine.svm"
+    write_calibration(svm, _calib(by_model={"stock": {"box_scale": 1.0, "box_dx": 0.0, "box_dy": -0.1},
+                                            "theatre": {"box_scale": 1.2, "box_dx": 0.01, "box_dy": -0.05}}))
+    assert box_mapping(LandmarksConfig(model_path=""), str(svm)) == (1.0, 0.0, -0.1)
+    assert box_mapping(LandmarksConfig(model_path="stock"), str(svm)) == (1.0, 0.0, -0.1)
+    assert box_mapping(LandmarksConfig(model_path="theatre"), str(svm)) == (1.2, 0.01, -0.05)
+    assert box_mapping(LandmarksConfig(model_path=str(tmp_path / "own.dat")), str(svm)) == (1.05, -0.02, -0.15)
+    assert box_mapping(LandmarksConfig(model_path="theatre", box_scale=1.4), str(svm)) == (1.4, 0.01, -0.05)
+
+
 @pytest.mark.parametrize("name", ["front", "back"])
 def test_shipped_detectors_carry_a_real_face_calibration(name):
     calib = read_calibration(ASSETS / f"detector_{name}.svm")
     assert calib is not None and calib["window_px"] == 40 and calib["n_faces"] >= 50
     assert 0.8 < calib["box_scale"] < 1.4 and calib["box_dy"] < 0       # real faces: start the ERT higher
     assert "real faces" in calib["source"] and calib["training"]["upsample_limit"] == 0
+    assert set(calib["by_model"]) == {"stock", "theatre"}                # one start box per shipped model
+    assert calib["by_model"][calib["fitted_for"]["model_path"]]["box_scale"] == calib["box_scale"]
 
 
 def test_box_match_recovers_a_known_scale_and_shift():

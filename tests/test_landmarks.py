@@ -322,12 +322,14 @@ def test_a_turned_box_at_zero_roll_is_the_plain_box():
 @pytest.mark.parametrize("roll_deg", [-30, 25])
 def test_upright_refit_fits_a_tilted_real_face_better(roll_deg):
     """A real face (skimage's astronaut) turned in the image plane: fitting in the face's own upright frame
-    (landmarks.upright) lands closer to the upright fit turned the same way than fitting in the image's frame."""
+    (landmarks.upright) lands closer to the upright fit turned the same way than fitting in the image's frame.
+    The mechanism is checked with the stock model, which fits this large clean face well at any roll; the
+    theatre model (trained on 15-45 px faces, roll sd 12°) misjudges ±25-30° rolls of this 130 px face."""
     import cv2
     import skimage.data
 
     gray = (skimage.data.astronaut().mean(axis=2)).astype(np.uint8)
-    cfg = LandmarksConfig(track_window_s=0.0)
+    cfg = LandmarksConfig(track_window_s=0.0, model_path="stock")
     model = load_landmarker(cfg)
     reference = fit_faces(model, gray, np.array([[170, 60, 300, 190]], np.float32), cfg)["landmarks_px"][0]
     centre = reference[17:].mean(axis=0)
