@@ -112,6 +112,14 @@ def model_path_of(model_path: str) -> Path:
     return path
 
 
+def start_model_of(cfg) -> str:
+    """The landmark model of the passes before the last (LandmarksConfig): start_model_path where there are
+    refine passes and it is set, else model_path."""
+    if cfg.refine_passes and cfg.start_model_path is not None:
+        return cfg.start_model_path
+    return cfg.model_path
+
+
 def model_key(model_path: str) -> str:
     """The name a detector calibration files a landmark model under: "stock", "theatre" or the .dat's file name."""
     if model_path in ("", "stock", "theatre"):
@@ -224,7 +232,7 @@ def box_mapping(cfg, detector: str | None = None) -> tuple[float, float, float]:
     from pipeline.detector_training import read_calibration
 
     calib = (read_calibration(detector) if detector else None) or {}
-    calib = calib.get("by_model", {}).get(model_key(cfg.model_path), calib)   # fitted for this landmark model
+    calib = calib.get("by_model", {}).get(model_key(start_model_of(cfg)), calib)   # fitted for the first pass's model
     return tuple(float(getattr(cfg, key) if getattr(cfg, key) is not None else calib.get(key, default))
                  for key, default in (("box_scale", 1.0), ("box_dx", 0.0), ("box_dy", 0.0)))
 
@@ -248,13 +256,15 @@ def calibration_files(cfg) -> list[Path]:
 
 
 def fit_faces(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
-              mapping: np.ndarray | None = None) -> dict[str, np.ndarray]:
+              mapping: np.ndarray | None = None, start_predictor=None) -> dict[str, np.ndarray]:
     """Fit every detector box (D, 4) of one frame (cfg: LandmarksConfig), each from its own box alone.
 
     mapping: (D, 3) box_scale, box_dx, box_dy per box (default: the config's numbers, 1/0/0 where unset).
+    start_predictor: the refine passes' model (default: predictor).
     Returns landmarks_px (D, 68, 2), ert_box_px (D, 4), ert_roll_deg (D,), upsample (D,), fit_ok (D,).
     """
-    return final_fit(predictor, image, *start_boxes(predictor, image, det_box_px, cfg, mapping), cfg)
+    start = start_boxes(start_predictor or predictor, image, det_box_px, cfg, mapping)
+    return final_fit(predictor, image, *start, cfg)
 
 
 def start_boxes(predictor, image: np.ndarray, det_box_px: np.ndarray, cfg,
@@ -333,10 +343,11 @@ class ChunkFitter:
     seconds of frames are held. With track_window_s 0 every face starts from its own frame's box, as
     `fit_faces`. `finish` returns {frame slot: fit_faces-like dict} for every frame added with boxes."""
 
-    def __init__(self, predictor, cfg, mappings: np.ndarray, every_s: float):
+    def __init__(self, predictor, cfg, mappings: np.ndarray, every_s: float, start_predictor=None):
         from pipeline.face_tracks import TrackLinker
 
         self.predictor, self.cfg, self.mappings = predictor, cfg, np.asarray(mappings, np.float64)
+        self.start_predictor = start_predictor or predictor
         self.half = int(round(cfg.track_window_s / every_s)) if cfg.track_window_s > 0 and every_s > 0 else 0
         self.linker = TrackLinker(max_gap=max(1, 2 * self.half))
         self.history: dict[int, list[tuple[int, np.ndarray, float]]] = {}     # track → (slot, box, roll)
@@ -346,7 +357,7 @@ class ChunkFitter:
     def add(self, slot: int, image: np.ndarray, det_box_px: np.ndarray, band: np.ndarray) -> None:
         det_box_px = np.asarray(det_box_px, np.float32).reshape(-1, 4)
         if len(det_box_px):
-            boxes, roll = start_boxes(self.predictor, image, det_box_px, self.cfg,
+            boxes, roll = start_boxes(self.start_predictor, image, det_box_px, self.cfg,
                                       self.mappings[np.clip(np.asarray(band), 0, 1)])
             if self.half == 0:
                 self.results[slot] = final_fit(self.predictor, image, boxes, roll, self.cfg)
@@ -661,11 +672,13 @@ def load_ert_model(model_path: str = "", leaf_rank: int = 0) -> ErtModel:
     return with_leaf_rank(_parsed_model(model_path), leaf_rank)
 
 
-def load_landmarker(cfg):
-    """What fit_faces needs for a LandmarksConfig: an ErtModel (engine numpy) or a dlib predictor."""
+def load_landmarker(cfg, start: bool = False):
+    """What fit_faces needs for a LandmarksConfig: an ErtModel (engine numpy) or a dlib predictor, of the
+    last pass's model, or (start) of the passes before it (`start_model_of`)."""
+    model_path = start_model_of(cfg) if start else cfg.model_path
     if cfg.engine == "numpy":
-        return load_ert_model(cfg.model_path, cfg.leaf_rank)
-    return load_predictor(cfg.model_path)
+        return load_ert_model(model_path, cfg.leaf_rank)
+    return load_predictor(model_path)
 
 
 def _similarity_2x2(initial_c: np.ndarray, initial_var: float, shape: np.ndarray) -> np.ndarray:
@@ -749,15 +762,17 @@ def _box_to_image(left, top, width, height, roll_rad):
 
 
 def plan(cfg, workspace: Workspace) -> list[Unit]:
-    """One unit per detect chunk: inputs = the detect chunk, its video, the landmark model and the detectors'
+    """One unit per detect chunk: inputs = the detect chunk, its video, the landmark models and the detectors'
     calibrations."""
     from pipeline.detect import DETECT
 
-    units, calibrations, model = [], calibration_files(cfg), model_path_of(cfg.landmarks.model_path)
+    calibrations = calibration_files(cfg)
+    models = sorted({model_path_of(cfg.landmarks.model_path), model_path_of(start_model_of(cfg.landmarks))})
+    units = []
     for det in DETECT.plan(cfg, workspace):
         det_out = det.outputs[0][1]
         video = _video_of(det)
-        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, model, *calibrations),
+        units.append(Unit(stage="landmarks", key=det.key, inputs=(Path(det_out), video, *models, *calibrations),
                           outputs=(("landmarks", workspace.stage_output("landmarks", *det.key)),),
                           payload=(("detections", str(det_out)), ("video", str(video)))))
     return units
@@ -825,7 +840,8 @@ def compute_with_detect(det_unit: Unit, unit: Unit, cfg, det_tmp: dict[str, Path
 
 def _chunk_fitter(cfg, det_attrs: dict) -> ChunkFitter:
     return ChunkFitter(load_landmarker(cfg.landmarks), cfg.landmarks, band_mappings(cfg),
-                       float(det_attrs.get("sample_every_s") or cfg.sources.sample_every_s))
+                       float(det_attrs.get("sample_every_s") or cfg.sources.sample_every_s),
+                       start_predictor=load_landmarker(cfg.landmarks, start=True))
 
 
 def _write_fits(path: Path, dets, fitter: ChunkFitter, cfg) -> None:
@@ -836,7 +852,8 @@ def _write_fits(path: Path, dets, fitter: ChunkFitter, cfg) -> None:
         rows = np.flatnonzero(dets.det_frame == slot)
         for name, values in result.items():
             fitted[name][rows] = values
-    write_landmarks_chunk(path, dets, fitted, model=model_path_of(cfg.landmarks.model_path).name,
+    final, start = model_path_of(cfg.landmarks.model_path).name, model_path_of(start_model_of(cfg.landmarks)).name
+    write_landmarks_chunk(path, dets, fitted, model=final if start == final else f"{final} (boxes from {start})",
                           box_mappings=fitter.mappings)
 
 
@@ -846,4 +863,4 @@ LANDMARKS = Stage(name="landmarks", help="fit 68 landmarks (dlib ERT) to every d
 
 __all__ = ["LANDMARKS", "ChunkFitter", "fit_faces", "start_boxes", "final_fit", "eye_roll_rad", "fit_one", "load_predictor", "load_landmarker", "load_ert_model", "ErtModel",
            "read_shape_predictor", "ert_predict", "with_leaf_rank", "stock_model_path", "ert_boxes_from_detections",
-           "ert_boxes_from_landmarks", "fit_box_mapping", "model_key", "N_POINTS"]
+           "ert_boxes_from_landmarks", "fit_box_mapping", "model_key", "start_model_of", "N_POINTS"]

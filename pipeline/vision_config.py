@@ -80,6 +80,8 @@ class LandmarksConfig:
     max_upsample: float = 8.0      # dlib engine: never upsample a crop more than this factor
     crop_margin: float = 0.6       # dlib engine: crop this many ERT-box sides of context around the box, each side
     refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
+    start_model_path: str | None = "theatre"  # model of the passes before the last, which find each face's box
+                                   # (robust on dim, noisy faces); the last pass runs model_path. null: model_path
     track_window_s: float = 1.0    # the final fit starts from the median box of the face's track within ± this (0 = own box)
     upright: bool = True           # numpy engine: refits run in the face's own frame, turned by the eye line's roll
     coarse_levels: int = 5         # numpy engine: cascade levels of the passes before the last (0 = all)

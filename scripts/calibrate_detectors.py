@@ -324,7 +324,7 @@ def _run(args) -> int:
     for band in [b.strip() for b in args.bands.split(",") if b.strip()]:
         results = {}
         for key in keys:
-            model_cfg = cfg.replace(landmarks=dataclasses.replace(cfg.landmarks, model_path=key))
+            model_cfg = cfg.replace(landmarks=dataclasses.replace(cfg.landmarks, model_path=key, start_model_path=None))
             model = load_landmarker(model_cfg.landmarks)
             results[key] = calibrate_band(band, faces, model_cfg, model, args.repeats, args.seed + (band == "back"),
                                           search=not args.no_search, bench=not args.no_bench_compositor)

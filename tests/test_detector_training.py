@@ -80,19 +80,21 @@ def test_write_refuses_a_bad_calibration(tmp_path):
 
 
 def test_each_landmark_model_starts_from_its_own_mapping(tmp_path):
-    """by_model entries win for the model in use; a model without one gets the top-level mapping; the
-    config's own numbers win over both."""
+    """by_model entries win for the model of the first pass (start_model_path where there are refine passes,
+    else model_path); a model without one gets the top-level mapping; the config's own numbers win over both."""
     from pipeline.landmarks import box_mapping
     from pipeline.vision_config import LandmarksConfig
 
     svm = tmp_path / "mine.svm"
     write_calibration(svm, _calib(by_model={"stock": {"box_scale": 1.0, "box_dx": 0.0, "box_dy": -0.1},
                                             "theatre": {"box_scale": 1.2, "box_dx": 0.01, "box_dy": -0.05}}))
-    assert box_mapping(LandmarksConfig(model_path=""), str(svm)) == (1.0, 0.0, -0.1)
-    assert box_mapping(LandmarksConfig(model_path="stock"), str(svm)) == (1.0, 0.0, -0.1)
-    assert box_mapping(LandmarksConfig(model_path="theatre"), str(svm)) == (1.2, 0.01, -0.05)
-    assert box_mapping(LandmarksConfig(model_path=str(tmp_path / "own.dat")), str(svm)) == (1.05, -0.02, -0.15)
-    assert box_mapping(LandmarksConfig(model_path="theatre", box_scale=1.4), str(svm)) == (1.4, 0.01, -0.05)
+    assert box_mapping(LandmarksConfig(model_path=""), str(svm)) == (1.2, 0.01, -0.05)     # boxes from theatre
+    assert box_mapping(LandmarksConfig(model_path="", refine_passes=0), str(svm)) == (1.0, 0.0, -0.1)
+    assert box_mapping(LandmarksConfig(model_path="", start_model_path=None), str(svm)) == (1.0, 0.0, -0.1)
+    assert box_mapping(LandmarksConfig(start_model_path="stock"), str(svm)) == (1.0, 0.0, -0.1)
+    own = LandmarksConfig(model_path=str(tmp_path / "own.dat"), start_model_path=None)
+    assert box_mapping(own, str(svm)) == (1.05, -0.02, -0.15)
+    assert box_mapping(LandmarksConfig(box_scale=1.4), str(svm)) == (1.4, 0.01, -0.05)
 
 
 @pytest.mark.parametrize("name", ["front", "back"])

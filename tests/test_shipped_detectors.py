@@ -42,7 +42,7 @@ def test_shipped_detector_finds_real_faces_and_its_calibration_starts_the_fitter
     from pipeline.landmarks import box_mapping, load_landmarker
 
     module, faces = tune
-    cfg = load_config([], [f"landmarks.model_path={model_path}"])
+    cfg = load_config([], [f"landmarks.model_path={model_path}", "landmarks.start_model_path=null"])
     views = module.make_views(faces, band, load_detector("default", band), cfg, repeats=2, seed=11)
     found = module.mosaic(views)
     assert found.n_faces >= 0.5 * len(views)              # 0.72 front, 0.79 back at calibration
