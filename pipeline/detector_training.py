@@ -261,7 +261,7 @@ def _check_calibration(calib, where: str) -> dict:
         value = calib[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise DataError(f"{where}: '{key}' = {value!r} is not a {getattr(kind, '__name__', 'number')}. {fix}")
-    _check_mapping(calib, where, fix)
+    _check_mapping(calib, where, fix)          # the top-level mapping, then one per landmark model
     by_model = calib.get("by_model", {})
     if not isinstance(by_model, dict):
         raise DataError(f"{where}: 'by_model' must map landmark model names to mappings. {fix}")

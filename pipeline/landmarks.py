@@ -227,12 +227,12 @@ def fit_one(predictor, image: np.ndarray, ert_box_px: np.ndarray, target_face_px
 
 def box_mapping(cfg, detector: str | None = None) -> tuple[float, float, float]:
     """(box_scale, box_dx, box_dy) for boxes of `detector` (a resolved detector path or builtin name):
-    the config's numbers where set, else the detector's calibration file (its entry for the landmark model in
-    use where it has one: the best start box depends on the model), else (1, 0, 0)."""
+    the config's numbers where set, else the detector's calibration file (its entry for the first pass's
+    landmark model, `start_model_of`, where it has one: the best start box depends on the model), else (1, 0, 0)."""
     from pipeline.detector_training import read_calibration
 
     calib = (read_calibration(detector) if detector else None) or {}
-    calib = calib.get("by_model", {}).get(model_key(start_model_of(cfg)), calib)   # fitted for the first pass's model
+    calib = calib.get("by_model", {}).get(model_key(start_model_of(cfg)), calib)
     return tuple(float(getattr(cfg, key) if getattr(cfg, key) is not None else calib.get(key, default))
                  for key, default in (("box_scale", 1.0), ("box_dx", 0.0), ("box_dy", 0.0)))
 
