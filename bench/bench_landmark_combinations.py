@@ -41,6 +41,11 @@ def mirrored_fit(model, image, box, roll):
     return pts[rt.MIRROR_68]
 
 
+def disagreement(a, b):
+    """Mean point distance between two fits (N, 68, 2) ÷ their mean's eye-centre distance."""
+    return np.linalg.norm(a - b, axis=2).mean(axis=1) / rt.eye_centre_distance(0.5 * (a + b))
+
+
 for look in ("bench", "other"):
     if look == "bench":
         samples = rt.theatre_face_samples("tune", sizes_px=(17, 22, 30, 41), n=n, seed=1, clips=clips, roll_std_deg=5.0)
@@ -60,10 +65,6 @@ for look in ("bench", "other"):
         fits["Sm"].append(mirrored_fit(stock, s.image, box, roll))
         fits["Tm"].append(mirrored_fit(theatre, s.image, box, roll))
     F = {k: np.array(v, float) for k, v in fits.items()}
-    eye = rt.eye_centre_distance(truth)
-
-    def disagreement(a, b):
-        return np.linalg.norm(a - b, axis=2).mean(axis=1) / rt.eye_centre_distance(0.5 * (a + b))
 
     dST = disagreement(F["S"], F["T"])
     cS, cT = disagreement(F["S"], F["Sm"]), disagreement(F["T"], F["Tm"])
