@@ -80,6 +80,10 @@ for look in ("bench", "other"):
     }
     for tau in (0.1, 0.15, 0.2, 0.3):
         cand[f"stock unless |S-T|>{tau} then theatre"] = np.where((dST > tau)[:, None, None], F["T"], F["S"])
+    for tau in (0.02, 0.04, 0.06, 0.1):     # theatre fitted only where stock disagrees with its mirror by > tau
+        pick_theatre = (cS > tau) & (cT < cS)
+        cand[f"stock+mirror; pick by mirror only where cS>{tau} ({(cS > tau).mean():.0%} of faces)"] = np.where(
+            pick_theatre[:, None, None], (F["T"] + F["Tm"]) / 2, (F["S"] + F["Sm"]) / 2)
     print(f"\n## {look} look, {split}, {n} views ({front.sum()} front)")
     print("| combination | mean front | median front | gross front | mean back | median back | gross back |")
     print("|---|---|---|---|---|---|---|")

@@ -82,6 +82,8 @@ class LandmarksConfig:
     refine_passes: int = 1         # refits with the box re-derived from the previous fit (0 = none)
     start_model_path: str | None = "theatre"  # model of the passes before the last, which find each face's box
                                    # (robust on dim, noisy faces); the last pass runs model_path. null: model_path
+    mirror_choice: bool = True     # the last pass fits with model_path AND start_model_path, each also on the mirrored
+                                   # face, and keeps per face the model whose two fits agree better (4 cascades, not 1)
     track_window_s: float = 1.0    # the final fit starts from the median box of the face's track within ± this (0 = own box)
     upright: bool = True           # numpy engine: refits run in the face's own frame, turned by the eye line's roll
     coarse_levels: int = 5         # numpy engine: cascade levels of the passes before the last (0 = all)

@@ -20,13 +20,10 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from pipeline.landmarks import MIRROR_68
 from pipeline.store import DataError
 from pipeline.synthetic.animation import mean_face
 
-MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
-                     + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
-                     + [54, 53, 52, 51, 50, 49, 48] + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60]
-                     + [67, 66, 65])
 RING = 12
 RING_CENTRE, RING_RADII = np.array([0.0, -0.22]), np.array([0.92, 1.06])
 ALPHA_CENTRE, ALPHA_RADII = np.array([0.0, -0.18]), np.array([0.70, 0.86])
