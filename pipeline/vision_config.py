@@ -104,13 +104,15 @@ class LandmarksConfig:
 
 @dataclass(frozen=True)
 class FrontalizeConfig:
-    jaw_weight: float = 0.0        # weight of the 17 jaw points in the pose fit (eyes, nose 1; brows, mouth 0.5)
+    jaw_weight: float = 0.0        # weight of the 17 jaw points in the pose fit (eyes, nose 1)
+    brow_weight: float = 0.5       # weight of the 10 brow points in the pose fit (eyes, nose 1)
+    mouth_weight: float = 0.0      # weight of the 20 mouth points in the pose fit (0: a laugh does not move the pose)
     iterations: int = 12           # scaled-orthographic pose refinement iterations
     max_abs_yaw_deg: float = 75.0  # faces with a larger fitted |yaw| are marked not ok
 
     def __post_init__(self):
-        if self.jaw_weight < 0 or self.iterations < 1 or not 0 < self.max_abs_yaw_deg <= 90:
-            raise ValueError("frontalize: jaw_weight >= 0, iterations >= 1, 0 < max_abs_yaw_deg <= 90")
+        if self.jaw_weight < 0 or min(self.brow_weight, self.mouth_weight) < 0 or self.iterations < 1 or not 0 < self.max_abs_yaw_deg <= 90:
+            raise ValueError("frontalize: jaw_weight >= 0, brow_weight, mouth_weight >= 0, iterations >= 1, 0 < max_abs_yaw_deg <= 90")
 
 
 @dataclass(frozen=True)

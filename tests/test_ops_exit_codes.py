@@ -58,12 +58,25 @@ def test_inspect_with_nothing_to_draw_is_an_error_naming_the_fix(tmp_path):
     assert "no tensors under" in result.stderr and "audience run" in result.stderr
 
 
+def _default_sigint():
+    """A shell starts background jobs with SIGINT ignored, and the children inherit it: undo that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_delivered():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, workers):
     ws = tmp_path / "ws"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "synthesize", "--small", "--workspace", str(ws),
                              "--workers", workers, "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)   # as from a terminal, even when pytest runs in the background
     deadline = time.monotonic() + 60
     while not (ws / "configs").is_dir() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -76,7 +89,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, workers):
     assert "Traceback" not in err, err
 
 
-def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again_silently():
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again_silently(sigint_delivered):
     from types import SimpleNamespace
 
     from pipeline.runner import deliver_interrupts
