@@ -16,9 +16,9 @@ same on any tensor and need no trained model:
   (robust z, `robust_z`), merged across reactions within `merge_s`; the
   threshold grows with the movie's length (`moment_threshold`) so that noise
   alone gives a spurious moment in about 1 movie in 20, short or long;
-* viewer groups: k-means (scikit-learn) on each viewer's responsiveness to
+* viewer groups: Gaussian mixtures (scikit-learn) on each viewer's responsiveness to
   each reaction (regression slope of their own deviation on the audience's
-  timeline; 1 = a typical viewer), k chosen by silhouette.
+  timeline; 1 = a typical viewer), k chosen by BIC.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ TRIM = 0.1                 # share trimmed from each end of the viewers at a sec
 MIN_VIEWERS = 3            # fewer viewers at a second: no audience value there
 MIN_SECONDS = 30           # a shorter movie cannot show reactions against their own noise
 MIN_FACES_PER_VIEWER = 10  # a viewer's responsiveness needs at least this many faces
+MIN_PROMINENCE = 1.0       # a moment's peak rises at least this many noise SDs above the dip to any higher peak
+                           # (a wiggle on a reaction's decaying tail is not a new moment)
 
 
 def _y(p, idx):
@@ -49,12 +51,14 @@ class Reaction:
 
 
 # iBUG 68 points: 17–26 brows, 33 nose base, 36–47 eyes, 48/54 mouth corners, 50–52 / 61–63 upper lip,
-# 56–58 / 65–67 lower lip. y points down.
+# 56–58 / 65–67 lower lip. y points down. Smile is the mouth's width alone: the corners' height also moves
+# when the mouth opens, and on theatre-sized faces the fitted corners drop in every laugh (seed-101
+# screening: the width's timeline correlates 0.98 with the true smile, width + corner lift 0.64).
 REACTIONS = (
     Reaction("laugh", "mouth opens: lower lip and jaw drop away from the upper lip",
              lambda p: _y(p, [56, 57, 58, 65, 66, 67]) - _y(p, [50, 51, 52, 61, 62, 63])),
-    Reaction("smile", "mouth corners widen and lift (towards the nose)",
-             lambda p: (p[..., 54, 0] - p[..., 48, 0]) + (p[..., 33, 1] - _y(p, [48, 54]))),
+    Reaction("smile", "mouth corners pull apart: the mouth widens",
+             lambda p: p[..., 54, 0] - p[..., 48, 0]),
     Reaction("surprise", "brows rise above the eyes",
              lambda p: _y(p, list(range(36, 48))) - _y(p, list(range(17, 27)))),
     Reaction("frown", "inner brows knit together",
@@ -138,7 +142,8 @@ def top_moments(level: np.ndarray, z: np.ndarray, dev: np.ndarray, bin_seconds: 
     peaks = []
     for r, name in enumerate(NAMES):
         zr = np.nan_to_num(z[:, r], nan=-np.inf)
-        idx, _ = find_peaks(np.concatenate([[-np.inf], zr, [-np.inf]]), height=min_z, distance=gap)
+        idx, _ = find_peaks(np.concatenate([[-np.inf], zr, [-np.inf]]), height=min_z, distance=gap,
+                            prominence=MIN_PROMINENCE)
         peaks += [(float(zr[t - 1]), t - 1, r) for t in idx]
     peaks.sort(reverse=True)
     scale = _viewer_noise(dev)
@@ -183,29 +188,28 @@ def responsiveness(dev: np.ndarray, level: np.ndarray, min_faces: int = MIN_FACE
     return out
 
 
-def viewer_groups(resp: np.ndarray, seed: int = 0, max_groups: int = 4,
-                  min_silhouette: float = 0.25) -> tuple[np.ndarray, float]:
-    """k-means on the responsiveness profiles, k in 2..max_groups by silhouette. Returns labels (N,)
-    (−1 for viewers without a profile; all 0 when no k reaches min_silhouette) and the silhouette."""
-    from sklearn.cluster import KMeans
+def viewer_groups(resp: np.ndarray, seed: int = 0, max_groups: int = 4) -> tuple[np.ndarray, float]:
+    """Gaussian mixtures (scikit-learn, full covariances) on the responsiveness profiles, the number of
+    groups 1..max_groups chosen by BIC, so one group (no structure) is an answer too. Returns labels (N,)
+    (−1 for viewers without a profile) and the silhouette of the grouping (NaN for one group).
+
+    BIC, not the silhouette: each reaction's responsiveness has its own noise (and reactions that come
+    together, such as laughs and smiles, correlated noise), which the covariances model. On the true
+    frontal faces of two synthetic screenings BIC found the 3 true groups in both (ARI 1.0), the best
+    k-means silhouette in one (k = 2, ARI 0.56 in the other)."""
     from sklearn.metrics import silhouette_score
+    from sklearn.mixture import GaussianMixture
 
     labels = np.full(len(resp), -1)
     ok = np.isfinite(resp).all(1)
     if ok.sum() < 6:
         return labels, float("nan")
     x = resp[ok]
-    best = (-1.0, np.zeros(len(x), int))
-    for k in range(2, min(max_groups, len(x) // 3) + 1):
-        fit = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
-        score = float(silhouette_score(x, fit.labels_))
-        if score > best[0]:
-            best = (score, fit.labels_)
-    score, found = best
-    if score < min_silhouette:
-        found = np.zeros(len(x), int)
-    # number groups by size, largest first
-    order = np.argsort(-np.bincount(found), kind="stable")
+    fits = [GaussianMixture(k, covariance_type="full", n_init=5, random_state=seed).fit(x)
+            for k in range(1, min(max_groups, len(x) // 3) + 1)]
+    found = min(fits, key=lambda fit: fit.bic(x)).predict(x)
+    score = float(silhouette_score(x, found)) if len(np.unique(found)) > 1 else float("nan")
+    order = np.argsort(-np.bincount(found), kind="stable")          # number groups by size, largest first
     labels[ok] = np.argsort(order)[found]
     return labels, score
 
