@@ -382,8 +382,10 @@ def mirror_disagreement(fit: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
 
 
 def _rival(predictor, start_predictor, cfg):
-    """The final pass's second model (`final_fit`): the start model, with `cfg.mirror_choice`, where it differs."""
-    return start_predictor if cfg.mirror_choice and start_predictor is not predictor else None
+    """The final pass's second model (`final_fit`): the start model, with `cfg.mirror_choice`, where it differs
+    (by file: "" and "stock" name one model)."""
+    same_file = model_path_of(cfg.model_path) == model_path_of(start_model_of(cfg))
+    return start_predictor if cfg.mirror_choice and not same_file and start_predictor is not predictor else None
 
 
 def _usable(boxes: np.ndarray) -> np.ndarray:

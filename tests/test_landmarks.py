@@ -117,6 +117,17 @@ def test_degenerate_box_is_not_fitted():
     assert not out["fit_ok"][0] and np.isnan(out["landmarks_px"]).all()
 
 
+def test_the_mirror_choice_runs_a_second_model_only_where_there_is_one():
+    """Two names of one file ("" and "stock") are one model: no rival, no extra cascades."""
+    from pipeline.landmarks import _rival
+
+    for cfg, has_rival in ((LandmarksConfig(), True), (LandmarksConfig(start_model_path="stock"), False),
+                           (LandmarksConfig(start_model_path=None), False),
+                           (LandmarksConfig(mirror_choice=False), False)):
+        final, start = load_landmarker(cfg), load_landmarker(cfg, start=True)
+        assert (_rival(final, start, cfg) is not None) == has_rival, cfg
+
+
 @pytest.mark.parametrize("engine", ["numpy", "dlib"])
 def test_a_fit_of_the_mirrored_frame_maps_back_onto_the_same_points(engine):
     """final_fit's mirror choice compares a face's fit with its fit in the mirrored frame: mapped back and
