@@ -67,6 +67,8 @@ class ModelsConfig:
     u_prior_std: float = 1.0       # std of the normal prior on log U (U is log-normal)
     v_prior_std: float = 1.0       # std of the normal prior on V
     obs_std: Optional[float] = None  # σ of x ~ N(f(z), σ²I) in normalized units; null: learned (paper: 1.0)
+    obs_noise: Literal["shared", "per_coordinate"] = "per_coordinate"  # FVAE, σ learned: one σ for all 136
+                                   # coordinates, or one each (the quiet brows then count; bench_reactions seed 101)
     kl_weight: float = 1.0         # weight β of KL(q(z|x) || N(U∘V, I)) in the FVAE (and VAE) loss
     kl_warmup_epochs: int = 0      # ramp β linearly from 0 over this many epochs (0: full weight at once)
     predictive_weight: float = 1.0  # FVAE: weight of −log N(x; f(U∘V), σ²I) added to the −ELBO (0: the paper's loss)
@@ -83,6 +85,8 @@ class ModelsConfig:
         if ((self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0
                 or min(self.kl_weight, self.kl_warmup_epochs, self.predictive_weight) < 0):
             raise ValueError("models: prior stds must be > 0; kl_weight, kl_warmup_epochs and predictive_weight >= 0")
+        if self.obs_noise not in ("shared", "per_coordinate"):
+            raise ValueError(f"models.obs_noise must be 'shared' or 'per_coordinate', got {self.obs_noise!r}")
         unknown = [m for m in self.names if m not in registry.REGISTRY]
         if unknown or not self.names:
             raise ValueError(f"models.names: unknown model(s) {unknown}; choose from {', '.join(registry.REGISTRY)}")

@@ -43,20 +43,21 @@ class FVAE(TorchModel):
 
     def __init__(self, n_members: int, n_seconds: int, k: int, hidden: int = 256, layers: int = 3,
                  u_prior_std: float = 1.0, v_prior_std: float = 1.0, obs_std: float | None = None,
-                 d: int = N_COORDS, member_bias: bool = False, predictive_weight: float = 0.0):
+                 d: int = N_COORDS, member_bias: bool = False, predictive_weight: float = 0.0,
+                 obs_noise: str = "shared"):
         super().__init__()
         self._args = dict(n_members=n_members, n_seconds=n_seconds, k=k, hidden=hidden, layers=layers,
                           u_prior_std=u_prior_std, v_prior_std=v_prior_std, obs_std=obs_std, d=d,
-                          member_bias=member_bias, predictive_weight=predictive_weight)
+                          member_bias=member_bias, predictive_weight=predictive_weight, obs_noise=obs_noise)
         self.predictive_weight = predictive_weight
         self.factors = Factors(n_members, n_seconds, k, u_prior_std, v_prior_std, d if member_bias else 0)
         self.encoder = Encoder(d, hidden, layers, k)
         self.decoder = decoder_mlp(k, hidden, layers, d)
-        self.noise = ObsNoise(obs_std)
+        self.noise = ObsNoise(obs_std, d if obs_noise == "per_coordinate" else 1)
 
     @classmethod
     def extra_config(cls, models_cfg) -> dict:
-        return {"predictive_weight": models_cfg.predictive_weight}
+        return {"predictive_weight": models_cfg.predictive_weight, "obs_noise": models_cfg.obs_noise}
 
     def loss(self, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_obs: int, beta: float = 1.0) -> dict:
         """−ELBO per observed face (β-weighted KL) plus the MAP priors on U and V spread over n_obs,
@@ -70,7 +71,7 @@ class FVAE(TorchModel):
         recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)) + bias, x).mean()
         kl = kl_normal(mu, logvar, prior_mean).mean()
         prior = self.factors.neg_log_prior() / n_obs
-        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.log_std.exp()}
+        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.typical()}
         loss = recon + beta * kl + prior
         if self.predictive_weight > 0:
             terms["predictive"] = self.noise.nll(self.decoder(prior_mean) + bias, x).mean()
@@ -155,7 +156,7 @@ class VAE(TorchModel):
         mu, logvar = self.encoder(x)
         recon = self.noise.nll(self.decoder(reparameterize(mu, logvar)), x).mean()
         kl = kl_normal(mu, logvar, torch.zeros_like(mu)).mean()
-        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "obs_std": self.noise.log_std.exp()}
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "obs_std": self.noise.typical()}
 
     @torch.no_grad()
     def finalize(self, faces) -> None:

@@ -89,26 +89,36 @@ class Factors(nn.Module):
 
 
 class ObsNoise(nn.Module):
-    """Isotropic observation noise σ of x ~ N(f(z), σ² I): fixed (the paper: σ = 1) or learned.
+    """Observation noise σ of x ~ N(f(z), σ² I): fixed (the paper: σ = 1) or learned, one number or
+    (learned, dims = d) one per coordinate.
 
     Learning one scalar σ lets the likelihood match the data's real noise level
     in normalized units; with σ fixed at 1 a low-noise tensor is under-fitted
-    and the FVAE's KL term dominates its reconstruction term.
+    and the FVAE's KL term dominates its reconstruction term. One σ per
+    coordinate lets quiet coordinates (the brows) count for what they carry
+    instead of being drowned by the noisy mouth and jaw.
     """
 
-    def __init__(self, std: float | None):
+    def __init__(self, std: float | None, dims: int = 1):
         super().__init__()
         self.learned = std is None
         log_std = torch.tensor(0.0 if std is None else math.log(std))
+        if std is None and dims > 1:
+            log_std = torch.zeros(dims)
         if self.learned:
             self.log_std = nn.Parameter(log_std)
         else:
             self.register_buffer("log_std", log_std)
 
     def nll(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-face −log N(x; x̂, σ² I) without the 2π constant: (B,)."""
-        sq = ((x_hat.float() - x) ** 2).sum(-1)
-        return 0.5 * sq * torch.exp(-2 * self.log_std) + x.shape[-1] * self.log_std
+        """Per-face −log N(x; x̂, diag σ²) without the 2π constant: (B,). σ is one number, or one per
+        coordinate (dims = d)."""
+        log_std = self.log_std.expand(x.shape[-1])
+        return 0.5 * (((x_hat.float() - x) ** 2) * torch.exp(-2 * log_std)).sum(-1) + log_std.sum()
+
+    def typical(self) -> torch.Tensor:
+        """σ for progress logs: its root mean square over the coordinates."""
+        return torch.exp(2 * self.log_std).mean().sqrt()
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ class NLTF(TorchModel):
         """Negative log posterior per observed face; the priors are spread over all n_obs faces."""
         recon = self.noise.nll(self.decoder(self.factors.latent(i, t)) + self.factors.member_bias(i), x).mean()
         prior = self.factors.neg_log_prior() / n_obs
-        return {"loss": recon + prior, "recon": recon, "prior": prior, "obs_std": self.noise.log_std.exp()}
+        return {"loss": recon + prior, "recon": recon, "prior": prior, "obs_std": self.noise.typical()}
 
     # ------------------------------------------------------------------ prediction
 

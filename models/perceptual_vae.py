@@ -122,7 +122,7 @@ class NeutralFaceVAE(TorchModel):
         mu, logvar = self.encode(x, y)
         recon = self.noise.nll(self.decode(reparameterize(mu, logvar), y), x).mean()
         kl = kl_normal(mu, logvar, torch.zeros_like(mu)).mean()
-        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "obs_std": self.noise.log_std.exp()}
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "obs_std": self.noise.typical()}
 
     @torch.no_grad()
     def finalize(self, faces) -> None:
@@ -276,7 +276,7 @@ class NeutralFaceFVAE(NeutralFaceVAE):
         recon = self.noise.nll(self.decode(reparameterize(mu, logvar), y), x).mean()
         kl = kl_normal(mu, logvar, prior_mean).mean()
         prior = self.factors.neg_log_prior() / n_obs
-        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.log_std.exp()}
+        terms = {"recon": recon, "kl": kl, "prior": prior, "obs_std": self.noise.typical()}
         loss = recon + beta * kl + prior
         if self.predictive_weight > 0:
             terms["predictive"] = self.noise.nll(self.decode(prior_mean, y), x).mean()

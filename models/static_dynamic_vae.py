@@ -139,7 +139,7 @@ class StaticDynamicVAE(TorchModel):
         kl_f = kl_gauss(mu_f, logvar_f, torch.zeros_like(mu_f), torch.zeros_like(mu_f)).mean()
         kl_f = kl_f * len(self.member_f) / max(n_obs, 1)
         return {"loss": recon + beta * (kl_z + kl_f), "recon": recon, "kl_z": kl_z, "kl_f": kl_f,
-                "obs_std": self.noise.log_std.exp()}
+                "obs_std": self.noise.typical()}
 
     @torch.no_grad()
     def static_codes(self, x: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

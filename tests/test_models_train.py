@@ -153,3 +153,37 @@ def test_k_larger_than_the_data_supports_is_refused_with_the_fix(movie, tmp_path
     with pytest.raises(DataError, match=f"models.k={k} is more than this tensor supports.*models.k={k - 1} or less"):
         fit_model("tf", movie, train_mask, cfg.models.__class__(k=k), cfg.train, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_per_coordinate_noise_learns_each_coordinates_own_sigma_and_one_sigma_is_the_old_likelihood():
+    """models.obs_noise: fitted to residuals whose noise differs by coordinate, one σ per coordinate finds
+    each coordinate's level; a shared σ gives the isotropic likelihood it always gave."""
+    from models.nets import ObsNoise
+
+    rng = np.random.default_rng(0)
+    true_std = np.where(np.arange(136) < 20, 0.2, 2.0)              # quiet brows, a noisy rest
+    x = torch.tensor(rng.normal(0, true_std, (4000, 136)), dtype=torch.float32)
+    zero = torch.zeros_like(x)
+    noise = ObsNoise(None, dims=136)
+    opt = torch.optim.Adam(noise.parameters(), lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        noise.nll(zero, x).mean().backward()
+        opt.step()
+    learned = noise.log_std.exp().detach().numpy()
+    np.testing.assert_allclose(learned, true_std, rtol=0.1)
+    shared = ObsNoise(None)
+    with torch.no_grad():
+        shared.log_std.fill_(0.3)
+        expected = 0.5 * (x ** 2).sum(-1) * np.exp(-0.6) + 136 * 0.3
+    np.testing.assert_allclose(shared.nll(zero, x).detach().numpy(), expected.numpy(), rtol=1e-5)
+    assert shared.log_std.shape == ()                                 # old checkpoints still load
+
+
+def test_fvae_with_per_coordinate_noise_saves_and_reloads(movie, tmp_path):
+    cfg = tiny_config()
+    assert cfg.models.obs_noise == "per_coordinate"
+    fitted = _fit("fvae", movie, tmp_path)
+    assert fitted.model.noise.log_std.shape == (136,)
+    again = load_fitted(tmp_path)
+    assert torch.equal(again.model.noise.log_std, fitted.model.noise.log_std)
