@@ -107,16 +107,31 @@ def baseline_rows(movie: Movie, train_mask: np.ndarray, test_mask: np.ndarray) -
 def fit_all(movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict, resume: bool = True,
             names: tuple[str, ...] | None = None) -> dict[str, Fitted]:
     """Fit (or load, when already trained under folder/<model>) every model in models.names; resume=False
-    refits from scratch, discarding what folder/<model> held."""
-    fitted = {}
-    for kind in names or cfg.models.names:
-        if not resume:
+    refits from scratch, discarding what folder/<model> held. With workspace.executor ray the models train
+    as Ray tasks, one each, in their own folders, and are then loaded here."""
+    kinds = tuple(names or cfg.models.names)
+    if not resume:
+        for kind in kinds:
             discard_checkpoints(Path(folder) / kind)
-        print(f"[models] {kind}: {_fit_state(Path(folder) / kind, cfg.train, resume)} "
+    executor = _executor(cfg) if len(kinds) > 1 else None
+    if executor:
+        try:
+            executor.map(_train_one, [(kind, movie, train_mask, cfg, Path(folder) / kind, split) for kind in kinds])
+        finally:
+            executor.close()
+    fitted = {}
+    for kind in kinds:
+        print(f"[models] {kind}: {_fit_state(Path(folder) / kind, cfg.train, True)} "
               f"({int(train_mask.sum())} training faces) → {Path(folder) / kind}")
         fitted[kind] = fit_model(kind, movie, train_mask, cfg.models, cfg.train, Path(folder) / kind,
-                                 resume=resume, split=split)
+                                 resume=True, split=split)
     return fitted
+
+
+def _train_one(kind: str, movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict) -> None:
+    """One model trained (or resumed) in its folder, where fit_all then finds it (a Ray task)."""
+    print(f"[models] {kind}: {_fit_state(folder, cfg.train, True)} ({int(train_mask.sum())} training faces) → {folder}")
+    fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder, resume=True, split=split)
 
 
 def _fit_state(folder: Path, train_cfg, resume: bool) -> str:
@@ -206,7 +221,8 @@ def ksweep(movie: Movie, cfg, run_dir: Path, resume: bool = True) -> dict:
     if too_large:
         print(f"[models] ksweep: skipping K = {too_large}: more than the {supported_k(train_mask)} this tensor "
               f"supports (members and seconds with training faces)")
-    jobs = [(movie, cfg.replace(models=dataclasses.replace(cfg.models, k=k), train=train_cfg), folder / f"k{k:03d}",
+    at_k = _fitted_here(cfg)        # a K's models train in its own task, not as tasks of their own
+    jobs = [(movie, at_k.replace(models=dataclasses.replace(cfg.models, k=k), train=train_cfg), folder / f"k{k:03d}",
              split, resume, train_mask, test_mask) for k in ev.ks if k not in too_large]
     executor = _executor(cfg)       # with workspace.executor ray, one Ray task per K
     try:
@@ -231,6 +247,12 @@ def _ksweep_point(movie: Movie, cfg_k, folder: Path, split: dict, resume: bool, 
     return [{"model": kind, "k": cfg_k.models.k, "train_mse": score_cells(model, movie, train_mask, ev.batch_size)[0],
              "test_mse": score_cells(model, movie, test_mask, ev.batch_size)[0]}
             for kind, model in fit_all(movie, train_mask, cfg_k, folder, split, resume).items()]
+
+
+def _fitted_here(cfg):
+    """cfg with the local executor (a Ray task does not fan out again)."""
+    workspace = getattr(cfg, "workspace", None)
+    return cfg if workspace is None else cfg.replace(workspace=dataclasses.replace(workspace, executor="local"))
 
 
 def _executor(cfg):

@@ -129,3 +129,28 @@ def test_the_k_sweep_fans_out_over_ray_with_the_same_results(executor, tmp_path)
     assert [(r["model"], r["k"]) for r in there] == [(r["model"], r["k"]) for r in here]
     np.testing.assert_allclose([r["test_mse"] for r in there], [r["test_mse"] for r in here], rtol=1e-4)
     assert ray.is_initialized()                      # the sweep joined the running Ray, and left it running
+
+
+def test_completion_trains_its_models_as_ray_tasks_with_the_same_results(executor, tmp_path, capsys):
+    """With workspace.executor ray each model of a protocol trains as its own Ray task (its own folder),
+    and the driver reuses what they wrote: the rows equal fitting here."""
+    import dataclasses
+
+    import numpy as np
+
+    from models.data import load_movie
+    from models.evaluate import completion
+    from models_fixtures import tiny_config, with_workspace, write_tiny_tensor
+
+    movie = load_movie(write_tiny_tensor(tmp_path))
+    cfg = with_workspace(tiny_config(), tmp_path / "ws")
+    here = completion(movie, cfg, tmp_path / "here")["rows"]
+    on_ray = cfg.replace(workspace=dataclasses.replace(cfg.workspace, executor="ray"))
+    capsys.readouterr()
+    there = completion(movie, on_ray, tmp_path / "ray")["rows"]
+    driver = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[models]")]
+    assert sum("reusing the trained model" in line for line in driver) == len(cfg.models.names), driver
+    assert [r["model"] for r in there] == [r["model"] for r in here]
+    np.testing.assert_allclose([r["test_mse"] for r in there], [r["test_mse"] for r in here], rtol=1e-4)
+    for kind in cfg.models.names:
+        assert (tmp_path / "ray" / "completion" / kind / "checkpoints" / "last").is_file()
