@@ -131,16 +131,22 @@ def test_the_mirror_choice_runs_a_second_model_only_where_there_is_one():
 @pytest.mark.parametrize("engine", ["numpy", "dlib"])
 def test_a_fit_of_the_mirrored_frame_maps_back_onto_the_same_points(engine):
     """final_fit's mirror choice compares a face's fit with its fit in the mirrored frame: mapped back and
-    renumbered, the mirrored fit lands on the same facial points on clean photos (the left eye where the left
-    eye is), so the disagreement is small; left and right swapped it is large."""
+    renumbered, the mirrored fit lands on the same facial points of a clean photo, full size and 4× smaller
+    (the left eye where the left eye is), so the disagreement is small; left and right swapped it is large."""
     from pipeline.landmarks import MIRROR_68, _fit_boxes, _mirrored_fit, mirror_disagreement
+
+    import cv2
+    import skimage.data
 
     cfg = LandmarksConfig(engine=engine)
     model = load_landmarker(cfg)
-    for gray, box, _ in _photo_faces(6):
+    gray = skimage.data.astronaut().mean(axis=2).astype(np.uint8)
+    box = np.array([170.0, 60, 300, 190])
+    small = cv2.resize(gray, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)    # a theatre-sized face
+    for gray, box in ((gray, box), (small, (box + 0.5) / 4 - 0.5)):
         direct = _fit_boxes(model, gray, box[None], np.zeros(1), cfg)[0]
         mirrored = _mirrored_fit(model, np.ascontiguousarray(gray[:, ::-1]), box[None], np.zeros(1), cfg)
-        assert mirror_disagreement(direct, mirrored)[0] < 0.06
+        assert mirror_disagreement(direct, mirrored)[0] < 0.08
         assert mirror_disagreement(direct, mirrored[:, MIRROR_68])[0] > 0.2
 
 
