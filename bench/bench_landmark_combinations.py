@@ -33,17 +33,12 @@ theatre = lm.load_ert_model(theatre_path, leaf_rank=48)
 
 
 def mirrored_fit(model, image, box, roll):
-    w = image.shape[1]
+    """The pipeline's own mirrored-frame fit (pipeline/landmarks.py), for one face."""
     flipped = np.ascontiguousarray(image[:, ::-1])
-    mbox = np.array([w - 1 - box[2], box[1], w - 1 - box[0], box[3]])
-    pts = lm.ert_predict(model, flipped, mbox[None], roll_rad=np.array([-roll]))[0]
-    pts[:, 0] = w - 1 - pts[:, 0]
-    return pts[rt.MIRROR_68]
+    return lm._mirrored_fit(model, flipped, box[None], np.array([roll]), None)[0]
 
 
-def disagreement(a, b):
-    """Mean point distance between two fits (N, 68, 2) ÷ their mean's eye-centre distance."""
-    return np.linalg.norm(a - b, axis=2).mean(axis=1) / rt.eye_centre_distance(0.5 * (a + b))
+disagreement = lm.mirror_disagreement     # mean point distance ÷ the mean fit's eye-centre distance
 
 
 for look in ("bench", "other"):

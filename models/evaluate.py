@@ -119,19 +119,18 @@ def fit_all(movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict
             executor.map(_train_one, [(kind, movie, train_mask, cfg, Path(folder) / kind, split) for kind in kinds])
         finally:
             executor.close()
-    fitted = {}
-    for kind in kinds:
-        print(f"[models] {kind}: {_fit_state(Path(folder) / kind, cfg.train, True)} "
-              f"({int(train_mask.sum())} training faces) → {Path(folder) / kind}")
-        fitted[kind] = fit_model(kind, movie, train_mask, cfg.models, cfg.train, Path(folder) / kind,
-                                 resume=True, split=split)
-    return fitted
+    return {kind: _fit_one(kind, movie, train_mask, cfg, Path(folder) / kind, split) for kind in kinds}
 
 
-def _train_one(kind: str, movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict) -> None:
-    """One model trained (or resumed) in its folder, where fit_all then finds it (a Ray task)."""
+def _fit_one(kind: str, movie: Movie, train_mask: np.ndarray, cfg, folder: Path, split: dict) -> Fitted:
+    """One model fitted, resumed or reused in its folder, saying which."""
     print(f"[models] {kind}: {_fit_state(folder, cfg.train, True)} ({int(train_mask.sum())} training faces) → {folder}")
-    fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder, resume=True, split=split)
+    return fit_model(kind, movie, train_mask, cfg.models, cfg.train, folder, resume=True, split=split)
+
+
+def _train_one(*args) -> None:
+    """_fit_one as a Ray task: the model stays in its folder, where fit_all then finds it."""
+    _fit_one(*args)
 
 
 def _fit_state(folder: Path, train_cfg, resume: bool) -> str:
