@@ -109,6 +109,8 @@ class TrainConfig:
                                    # epoch (NLTF/FVAE/VAE) or the ridge (TF) on; 0: no validation
     patience: int = 10             # stop after this many epochs without a kept improvement (0: never)
     checkpoint_every: int = 1      # write a checkpoint every this many epochs (and always the last)
+    checkpoint_seconds: float = 10.0  # ... but not sooner than this after the previous one (0: no wait): saving
+                                   # a small model every epoch took longer than training it
     keep_checkpoints: int = 2      # epoch checkpoints kept on disk (older ones are deleted)
     progress: bool = True          # tqdm progress bar with the loss terms
 
@@ -119,6 +121,8 @@ class TrainConfig:
             raise ValueError("train.validation_every must be 0 (off) or >= 2, train.patience >= 0")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train: epochs, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
+        if self.checkpoint_seconds < 0:
+            raise ValueError("train.checkpoint_seconds must be >= 0 (0: a checkpoint every checkpoint_every epochs)")
         if self.lr <= 0 or self.factor_lr <= 0 or self.weight_decay < 0:
             raise ValueError("train: lr and factor_lr must be > 0 and weight_decay >= 0")
 

@@ -174,25 +174,36 @@ class TorchModel(nn.Module):
         return None if factors is None else factors.bias
 
 
+CONVERGENCE_WINDOW = 10      # infer_log_u compares its objective every this many steps
+CONVERGENCE_TOLERANCE = 1e-5  # and stops once a window improves it by less than this fraction
+
+
 def infer_log_u(model, target: torch.Tensor, i: torch.Tensor, t: torch.Tensor, n_rows: int,
                 steps: int, lr: float) -> torch.Tensor:
     """MAP log U (n_rows, K) of new members under the training members' prior (Factors.log_u_prior_*),
     by Adam on Σ model.row_objective(log_u[i], target, t) + the prior, everything else frozen.
-    A member with no face gets the prior mean."""
+    At most `steps` steps; it stops early once CONVERGENCE_WINDOW steps improve the objective
+    by less than CONVERGENCE_TOLERANCE of it. A member with no face gets the prior mean."""
     prior_mean, precision = model.factors.log_u_prior_mean(), model.factors.log_u_prior_precision()
     log_u = prior_mean.repeat(n_rows, 1).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([log_u], lr=lr)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
+    last = float("inf")
     try:
         with torch.enable_grad():
-            for _ in range(steps):
+            for step in range(steps):
                 data = model.row_objective(log_u[i], target, t).sum()
                 centred = log_u - prior_mean
-                prior = 0.5 * ((centred @ precision) * centred).sum()
+                objective = data + 0.5 * ((centred @ precision) * centred).sum()
+                if step % CONVERGENCE_WINDOW == 0:
+                    value = float(objective.detach())
+                    if last - value <= CONVERGENCE_TOLERANCE * abs(value):
+                        break
+                    last = value
                 optimizer.zero_grad(set_to_none=True)
-                (data + prior).backward()
+                objective.backward()
                 optimizer.step()
     finally:
         for p in params:

@@ -2,7 +2,8 @@
 
 GPU path = CPU path: faces and index lists live on the device, each step draws
 a batch by index (no DataLoader), bf16 autocast wraps the networks on CUDA only,
-and `torch.compile` is an option. Every `checkpoint_every` epochs a checkpoint
+and `torch.compile` is an option. Every `checkpoint_every` epochs, and no sooner than
+`checkpoint_seconds` after the last one (always after the last epoch), a checkpoint
 with model arguments, optimizer and RNG states is written; `resume=True`
 continues from the `last` one and reaches the same parameters as an
 uninterrupted run.
@@ -37,7 +38,8 @@ from models.registry import FactorModel, ModelSpec
 from models.tf import TensorFactorization
 from pipeline.store import DataError, write_text_atomic
 
-RUNTIME_FIELDS = ("epochs", "device", "progress", "compile", "cpu_threads", "checkpoint_every", "keep_checkpoints", "amp")
+RUNTIME_FIELDS = ("epochs", "device", "progress", "compile", "cpu_threads", "checkpoint_every", "checkpoint_seconds",
+                  "keep_checkpoints", "amp")
 
 
 # ----------------------------------------------------------------------------- the fitted model
@@ -430,6 +432,7 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
     bar = tqdm(total=steps_per_epoch * max(0, train_cfg.epochs - start_epoch), desc=f"{kind:<4}",
                disable=not train_cfg.progress or stopped, leave=False)
     payload, trained = saved, False    # a resumed run's last checkpoint, until a new one is written
+    last_save = time.monotonic()
     for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
         if stopped:
             break
@@ -443,7 +446,8 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
                 best = {"epoch": epoch, "val_mse": metrics[-1]["val_mse"], "errors": errors,
                         "model": _state_copy(model)}
             stopped = 0 < train_cfg.patience <= epoch - best["epoch"]
-        if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs or stopped:
+        due = epoch % train_cfg.checkpoint_every == 0 and time.monotonic() - last_save >= train_cfg.checkpoint_seconds
+        if due or epoch == train_cfg.epochs or stopped:
             # a copy: loading the kept epoch below must not change what this checkpoint resumes from
             payload = {"kind": kind, "args": model.args(), "model": _state_copy(model),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state(generator), "epoch": epoch,
@@ -451,6 +455,7 @@ def _fit_torch(kind: str, faces: Faces, val: Validation | None, train_mask: np.n
                        "offsets": _offsets_state(offsets), "best": best, "stopped": stopped}
             ckpt.save(out_dir / "checkpoints", f"epoch_{epoch:04d}.pt", payload, train_cfg.keep_checkpoints)
             _write_metrics(out_dir, metrics)
+            last_save = time.monotonic()
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     bar.close()

@@ -60,12 +60,24 @@ def _kill_at(epoch):
 def test_kill_and_resume_gives_the_uninterrupted_result(kind, movie, tmp_path):
     whole = _fit(kind, movie, tmp_path / "whole", epochs=4)
     with pytest.raises(Killed):
-        _fit(kind, movie, tmp_path / "killed", epochs=4, on_epoch_end=_kill_at(2))
+        _fit(kind, movie, tmp_path / "killed", epochs=4, on_epoch_end=_kill_at(2), checkpoint_seconds=0)
     assert (tmp_path / "killed" / "checkpoints" / "last").read_text().strip() == "epoch_0002.pt"
     resumed = _fit(kind, movie, tmp_path / "killed", resume=True, epochs=4)
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert [m["loss"] for m in whole.metrics] == [m["loss"] for m in resumed.metrics]
+
+
+def test_checkpoints_wait_checkpoint_seconds_and_a_kill_before_the_first_retrains_to_the_same_result(movie, tmp_path):
+    whole = _fit("fvae", movie, tmp_path / "whole", epochs=4, checkpoint_seconds=0)
+    assert (tmp_path / "whole" / "checkpoints" / "last").read_text().strip() == "epoch_0004.pt"
+    with pytest.raises(Killed):
+        _fit("fvae", movie, tmp_path / "killed", epochs=4, on_epoch_end=_kill_at(3), checkpoint_seconds=3600)
+    assert not (tmp_path / "killed" / "checkpoints" / "last").exists()   # no epoch was due yet
+    rerun = _fit("fvae", movie, tmp_path / "killed", resume=True, epochs=4, checkpoint_seconds=3600)
+    assert (tmp_path / "killed" / "checkpoints" / "last").read_text().strip() == "epoch_0004.pt"  # the last always
+    for (name, a), (_, b) in zip(whole.model.state_dict().items(), rerun.model.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("kind", ["vae", "fvae"])
