@@ -164,6 +164,17 @@ def run_stages(names, cfg, args, reports: list | None = None) -> int:
 def _run_in_order(names, cfg, args, workspace: Workspace, reports: list, executor) -> int:
     """Each stage in turn (a unit computed with its upstream in one pass counts as computed); returns
     non-zero when a full disk stopped the run."""
+    from pipeline.runner import RunProgress, run_stage
+    from pipeline.stages import get_stage
+
+    overall = RunProgress(not args.quiet)
+    try:
+        return _stages_in_order(names, cfg, args, workspace, reports, executor, overall)
+    finally:
+        overall.close()
+
+
+def _stages_in_order(names, cfg, args, workspace: Workspace, reports: list, executor, overall) -> int:
     from pipeline.runner import run_stage
     from pipeline.stages import get_stage
 
@@ -175,16 +186,17 @@ def _run_in_order(names, cfg, args, workspace: Workspace, reports: list, executo
         select = (lambda unit: unit.key[0] == args.movie) if args.movie else None
         force = args.force and fused_into != name      # units computed with their upstream just now are fresh
         report = run_stage(stage, cfg, workspace, workers=cfg.workspace.workers, force=force, select=select,
-                           progress=not args.quiet, then=then, problems=problems, executor=executor)
+                           progress=not args.quiet, then=then, problems=problems, executor=executor,
+                           overall=overall)
         if fused_into == name:          # count the units computed in the upstream's pass as computed here
             fresh = set(reports[-1].then_done) & set(report.skipped)
             report.done += sorted(fresh)
             report.skipped = [u for u in report.skipped if u not in fresh]
         reports.append(report)
         fused_into = then.name if then else None
-        print(reports[-1].line(), flush=True)
+        overall.write(reports[-1].line())
         if report.disk_full:                  # every later unit would fail the same way: stop here
-            print(f"\nerror: {report.disk_full.removeprefix('DiskFullError: ')}", flush=True)
+            overall.write(f"\nerror: {report.disk_full.removeprefix('DiskFullError: ')}")
             return max(1, len(report.failed))
     return 0
 

@@ -389,6 +389,38 @@ class StageReport:
         return text
 
 
+class RunProgress:
+    """One progress bar over every unit a command runs, across its stages (detect, landmarks, ... on
+    one line, local or Ray): the total grows as each stage finds its work, and the postfix counts the
+    units done of each stage and the failures so far. Lines written through it do not break the bar."""
+
+    def __init__(self, enabled: bool = True, desc: str = "units"):
+        self.bar = tqdm(total=0, desc=desc, unit="unit", disable=not enabled, leave=False)
+        self.counts: dict[str, list[int]] = {}      # stage → [done, to do]
+        self.failed = 0
+
+    def start_stage(self, stage: str, todo: int) -> None:
+        self.counts[stage] = [0, todo]
+        self.bar.total += todo
+        self._show()
+
+    def unit_done(self, stage: str, failed: bool) -> None:
+        self.counts[stage][0] += 1
+        self.failed += bool(failed)
+        self.bar.update()
+        self._show()
+
+    def _show(self) -> None:
+        text = " · ".join(f"{stage} {done}/{todo}" for stage, (done, todo) in self.counts.items() if todo)
+        self.bar.set_postfix_str(text + (f" · {self.failed} failed" if self.failed else ""), refresh=True)
+
+    def write(self, text: str) -> None:
+        tqdm.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _leave_out_failures(unit: Unit, problems: dict[tuple[str, str], str], graph: Graph, stage: Stage
                         ) -> tuple[Unit, dict[tuple[str, str], str]]:
     """For a `partial_ok` stage: `unit` without the inputs of upstream units that failed or were blocked in
@@ -407,7 +439,7 @@ def _leave_out_failures(unit: Unit, problems: dict[tuple[str, str], str], graph:
 def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, force: bool = False,
               select: Callable[[Unit], bool] | None = None, progress: bool = True,
               then: Stage | None = None, problems: dict[tuple[str, str], str] | None = None,
-              executor=None) -> StageReport:
+              executor=None, overall: RunProgress | None = None) -> StageReport:
     """Run every unit of `stage` that is not up to date; failures are collected, not raised.
 
     A unit whose upstream unit (per the declared graph, `stage.needs`) failed or is not done is not run:
@@ -421,6 +453,9 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
 
     `executor`: a pipeline.ray_executor.RayExecutor to run the units as Ray tasks (the same jobs, manifests
     and report); None runs them here, or in `workers` local processes.
+
+    `overall`: the command's one progress bar over all its stages (RunProgress); None: a bar of this stage's
+    own when `progress`.
     """
     started = time.perf_counter()
     report = StageReport(stage.name)
@@ -463,12 +498,13 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
 
     fused_names = {"/".join(key) for key in fused}
     desc = f"{stage.name}+{then.name}" if fused else stage.name
-    bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not progress or not todo, leave=False)
+    bar = overall or RunProgress(progress and bool(todo), desc)
+    bar.start_stage(desc, len(todo))
     if executor is not None and todo:
         for index, (name, error) in executor.results([job(u) for u in todo]):
             name = name or todo[index].name
             _record(report, name, error, name in fused_names)
-            bar.update()
+            bar.unit_done(desc, error is not None)
             if error is not None and error.startswith(DiskFullError.__name__) and not report.disk_full:
                 report.disk_full = last_line(error)
                 executor.cancel_pending()                  # the units not started would fail the same way
@@ -477,7 +513,7 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
             fn, job_args = job(unit)
             name, error = fn(*job_args)
             _record(report, name, error, name in fused_names)
-            bar.update()
+            bar.unit_done(desc, error is not None)
             if error is None:
                 need = max(need, _output_bytes(unit))
             elif error.startswith(DiskFullError.__name__):
@@ -496,12 +532,13 @@ def run_stage(stage: Stage, cfg, workspace: Workspace, *, workers: int = 1, forc
                 except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the OS
                     name, error = "?", f"worker process died: {err}"
                 _record(report, name, error, name in fused_names)
-                bar.update()
+                bar.unit_done(desc, error is not None)
                 if error is not None and error.startswith(DiskFullError.__name__) and not report.disk_full:
                     report.disk_full = last_line(error)
                     for other in futures:                   # the units not started would fail the same way
                         other.cancel()
-    bar.close()
+    if overall is None:
+        bar.close()
     for folder in output_folders:   # again: writers of a killed run may have died only since the start
         sweep_orphans(folder)
     for name, error in report.failed.items():

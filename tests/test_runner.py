@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.runner import run_stage, stage_status, unit_state
+from pipeline.runner import RunProgress, run_stage, stage_status, unit_state
 from pipeline.store import Workspace, sweep_orphans, tmp_path_for
 from killing import start_and_kill
 from toy_stages import KEYS, NUMBERS, SUMS, NumbersConfig, SumsConfig, ToyConfig
@@ -92,6 +92,22 @@ def test_a_failing_unit_does_not_stop_the_others(tmp_path):
     assert "missing" in sums.failed["all"]          # the dependant reports its missing input
     status = stage_status(NUMBERS, cfg, ws)
     assert status["missing"] == ["k3"] and len(status["done"]) == len(KEYS) - 1
+
+
+def test_one_progress_bar_counts_every_stage_and_the_failures(tmp_path, capsys):
+    ws = Workspace(tmp_path)
+    cfg = ToyConfig(numbers=NumbersConfig(fail_key="k3"))
+    overall = RunProgress()
+    run_stage(NUMBERS, cfg, ws, workers=2, overall=overall)
+    run_stage(SUMS, cfg, ws, overall=overall)
+    assert (overall.bar.n, overall.bar.total) == (len(KEYS) + 1, len(KEYS) + 1)
+    assert overall.counts == {"numbers": [len(KEYS), len(KEYS)], "sums": [1, 1]} and overall.failed == 2
+    overall.close()
+    shown = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(f"numbers {len(KEYS)}/{len(KEYS)} · sums 1/1 · 2 failed" in line for line in shown)
+    rerun = RunProgress()
+    run_stage(NUMBERS, cfg, ws, overall=rerun)          # only the failed unit is left to do
+    assert rerun.counts == {"numbers": [1, 1]} and rerun.failed == 1
 
 
 def test_parallel_workers_give_the_same_outputs(tmp_path):
