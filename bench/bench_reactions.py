@@ -48,16 +48,16 @@ def one_strength(ws: Path, gain: float, args) -> dict:
     run_dir = ws / "runs" / "bench"
     for protocol in ("completion", "factors"):
         audience("evaluate", "--workspace", str(ws), "--quiet", "--tensor", str(tensor), "--run-dir", str(run_dir),
-                 "--protocol", protocol, "train.device=cpu")
+                 "--protocol", protocol, "train.device=cpu", *args.overrides)
     completion = json.loads((run_dir / "completion" / "results.json").read_text())["rows"]
-    factors = model_recovery(ws, tensor, run_dir)
+    factors = model_recovery(ws, tensor, run_dir, args.overrides)
     reactions = json.loads((run_dir / "reactions" / "results.json").read_text())
     summary = json.loads((run_dir / "data_summary.json").read_text())
     return {"gain": gain, "completion": completion, "factors": factors, "reactions": reactions,
             "members": summary["members"], "seconds": summary["time_bins"], "report": str(run_dir / "report.html")}
 
 
-def model_recovery(ws: Path, tensor: Path, run_dir: Path) -> list[dict]:
+def model_recovery(ws: Path, tensor: Path, run_dir: Path, overrides=()) -> list[dict]:
     """Per factor model trained by the completion protocol (reused, not refitted): its V columns matched to
     the true V (mean |corr|, Hungarian) and k-means on its U against the true viewer groups (ARI)."""
     import numpy as np
@@ -70,7 +70,7 @@ def model_recovery(ws: Path, tensor: Path, run_dir: Path) -> list[dict]:
     from models.evaluate import fit_all, member_features, recovery_scores
     from pipeline.tensor_truth import truth_for_tensor
 
-    cfg = load_config(overrides=[f"workspace.root={ws}", "train.device=cpu", "train.progress=false"])
+    cfg = load_config(overrides=[f"workspace.root={ws}", "train.device=cpu", "train.progress=false", *overrides])
     ev, movie, truth = cfg.evaluate, load_movie(tensor), truth_for_tensor(tensor)
     if truth is None:
         return []

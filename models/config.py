@@ -73,6 +73,8 @@ class ModelsConfig:
     kl_warmup_epochs: int = 0      # ramp β linearly from 0 over this many epochs (0: full weight at once)
     predictive_weight: float = 1.0  # FVAE: weight of −log N(x; f(U∘V), σ²I) added to the −ELBO (0: the paper's loss)
     member_offsets: bool = True    # fit expressions around each member's own mean face (added back when predicting)
+    coordinate_scale: Literal["pooled", "noise"] = "noise"  # normalize every coordinate by one scale, or
+                                   # each by its own landmark noise (the models then weigh coordinates by 1/noise²)
     names: tuple[str, ...] = ("tf", "nltf", "fvae")  # models that train / completion / ksweep / longterm fit
     tf: TFConfig = field(default_factory=TFConfig)   # tensor factorization (masked ALS) settings
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)   # m1 / m2 settings
@@ -85,6 +87,8 @@ class ModelsConfig:
         if ((self.obs_std is not None and self.obs_std <= 0) or self.u_prior_std <= 0 or self.v_prior_std <= 0
                 or min(self.kl_weight, self.kl_warmup_epochs, self.predictive_weight) < 0):
             raise ValueError("models: prior stds must be > 0; kl_weight, kl_warmup_epochs and predictive_weight >= 0")
+        if self.coordinate_scale not in ("pooled", "noise"):
+            raise ValueError(f"models.coordinate_scale must be 'pooled' or 'noise', got {self.coordinate_scale!r}")
         if self.obs_noise not in ("shared", "per_coordinate"):
             raise ValueError(f"models.obs_noise must be 'shared' or 'per_coordinate', got {self.obs_noise!r}")
         unknown = [m for m in self.names if m not in registry.REGISTRY]

@@ -100,20 +100,32 @@ def load_movie(path: str | Path) -> Movie:
 
 @dataclass(frozen=True)
 class Normalizer:
-    """x_norm = (x - mean) / scale; fitted on training faces only, stored with every model."""
+    """x_norm = (x - mean) / scale; fitted on training faces only, stored with every model.
+
+    `scale` is one number (every coordinate alike) or one per coordinate (136,): then each
+    coordinate is divided by its own landmark noise, so a model's squared error weighs the
+    quiet, precisely fitted brows as much as the noisy jaw line (weighted least squares)."""
     mean: np.ndarray                # (136,)
-    scale: float
+    scale: float | np.ndarray       # a number, or (136,)
 
     @classmethod
-    def fit(cls, landmarks: np.ndarray, train_mask: np.ndarray, per_member: bool = False) -> "Normalizer":
-        """per_member: scale by the RMS of faces minus their member's mean (what offset models fit)."""
+    def fit(cls, landmarks: np.ndarray, train_mask: np.ndarray, per_member: bool = False,
+            per_coordinate: bool = False) -> "Normalizer":
+        """per_member: scale by the RMS of faces minus their member's mean (what offset models fit).
+        per_coordinate: each coordinate's scale is proportional to its noise (coordinate_noise),
+        the whole set such that the normalized faces still have RMS 1."""
         faces = landmarks[train_mask].astype(np.float64)          # (M, 136)
         if len(faces) == 0:
             raise DataError("no training faces to normalize with; the training mask is all False.")
         mean = faces.mean(axis=0)
         centred = faces - (member_means(landmarks, train_mask)[np.nonzero(train_mask)[0]] if per_member else mean)
-        scale = float(np.sqrt((centred ** 2).mean()))
-        return cls(mean=mean.astype(np.float32), scale=scale if scale > 0 else 1.0)
+        relative = coordinate_noise(landmarks, train_mask) if per_coordinate else None
+        if relative is None:
+            scale = float(np.sqrt((centred ** 2).mean()))
+            return cls(mean=mean.astype(np.float32), scale=scale if scale > 0 else 1.0)
+        relative = relative / relative.mean()
+        overall = float(np.sqrt(((centred / relative) ** 2).mean()))
+        return cls(mean=mean.astype(np.float32), scale=(relative * (overall if overall > 0 else 1.0)).astype(np.float32))
 
     def encode(self, landmarks: np.ndarray) -> np.ndarray:
         """(…, 136) original units → normalized; NaN stays NaN."""
@@ -123,15 +135,32 @@ class Normalizer:
         """Normalized → original units (numpy or torch)."""
         if isinstance(x_norm, torch.Tensor):
             mean = torch.as_tensor(self.mean, device=x_norm.device, dtype=x_norm.dtype)
-            return x_norm * self.scale + mean
+            scale = torch.as_tensor(self.scale, device=x_norm.device, dtype=x_norm.dtype)
+            return x_norm * scale + mean
         return x_norm * self.scale + self.mean
 
     def state(self) -> dict:
-        return {"mean": self.mean.tolist(), "scale": self.scale}
+        scale = self.scale.tolist() if isinstance(self.scale, np.ndarray) else self.scale
+        return {"mean": self.mean.tolist(), "scale": scale}
 
     @classmethod
     def from_state(cls, state: dict) -> "Normalizer":
-        return cls(mean=np.asarray(state["mean"], dtype=np.float32), scale=float(state["scale"]))
+        scale = state["scale"]
+        scale = np.asarray(scale, dtype=np.float32) if isinstance(scale, list) else float(scale)
+        return cls(mean=np.asarray(state["mean"], dtype=np.float32), scale=scale)
+
+
+def coordinate_noise(landmarks: np.ndarray, mask: np.ndarray, floor: float = 0.05) -> np.ndarray | None:
+    """(136,) each coordinate's landmark noise: 1.4826·MAD/√2 of its change from one observed second
+    to the next within a member (reactions last seconds, so these steps are mostly noise; the MAD
+    ignores gross misfits). At least `floor` × the median coordinate's, so no coordinate is weighed
+    without bound. None when no member is seen in two consecutive seconds."""
+    both = mask[:, 1:] & mask[:, :-1]
+    if not both.any():
+        return None
+    steps = (landmarks[:, 1:] - landmarks[:, :-1])[both].astype(np.float64)     # (S, 136)
+    noise = 1.4826 * np.median(np.abs(steps - np.median(steps, 0)), 0) / np.sqrt(2)
+    return np.maximum(noise, floor * max(float(np.median(noise)), 1e-12))
 
 
 def member_means(x: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -153,7 +153,8 @@ def fit_model(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Model
                          f"that run, or choose a new --run-dir.")
     if saved is not None:
         ckpt.check_same_config(_offsets_checked(saved, models_cfg.member_offsets, folder), fingerprint, folder)
-    normalizer = Normalizer.fit(movie.landmarks, train_mask, per_member=models_cfg.member_offsets)
+    normalizer = Normalizer.fit(movie.landmarks, train_mask, per_member=models_cfg.member_offsets,
+                                per_coordinate=models_cfg.coordinate_scale == "noise")
     x_norm = normalizer.encode(movie.landmarks)
     fit_mask, val_mask = validation_split(train_mask, train_cfg.validation_every, train_cfg.seed)
     # the offsets come from the faces the model is fitted to, never from the held-back ones
@@ -268,7 +269,8 @@ def _fingerprint(kind: str, movie: Movie, train_mask: np.ndarray, models_cfg: Mo
     spec = registry.spec(kind)
     if spec.trainer == "als":
         model = {"k": models_cfg.k, "tf": to_dict(models_cfg.tf), "seed": train_cfg.seed,
-                 "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every}
+                 "member_offsets": models_cfg.member_offsets, "validation_every": train_cfg.validation_every,
+                 "coordinate_scale": models_cfg.coordinate_scale}
     else:
         # the shared settings and this model's own section; the other models' sections do not shape it
         others = {"names", "tf", *(f for f in registry.config_fields() if f != spec.config_field)}

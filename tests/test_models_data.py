@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import (Normalizer, completion_split, load_movie, member_split, movie_from_tensor,
-                         pick_device, prefix_split)
+from models.data import (Movie, Normalizer, completion_split, coordinate_noise, load_movie, member_split,
+                         movie_from_tensor, pick_device, prefix_split)
 from pipeline.store import DataError
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package: find the fixtures module
 from models_fixtures import tiny_tensor, write_tiny_tensor  # noqa: E402
@@ -87,3 +87,55 @@ def test_cuda_requested_without_gpu_names_the_fix():
     with pytest.raises(ValueError, match="train.device=auto"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"
+
+
+def _two_part_movie(seed=0, n=24, t=80):
+    """Faces whose first 68 coordinates are noisy (SD 1) and carry a loud factor a(t) (amplitude 1), and
+    whose last 68 are quiet (SD 0.1) and carry a faint factor b(t) (amplitude 0.3): like the jaw line
+    and the brows of theatre faces. Returns the movie, a and b."""
+    rng = np.random.default_rng(seed)
+    a, b = np.sin(np.arange(t) / 5.0), np.cos(np.arange(t) / 3.0) ** 3
+    u = rng.uniform(0.5, 1.5, size=(n, 1))
+    signal = np.concatenate([np.repeat((u * a)[:, :, None], 68, 2),
+                             np.repeat((0.3 * u * b)[:, :, None], 68, 2)], axis=2)
+    noise = rng.standard_normal(signal.shape) * np.r_[np.full(68, 1.0), np.full(68, 0.1)]
+    x = (signal + noise + rng.standard_normal((n, 1, 136))).astype(np.float32)   # plus each member's own face
+    mask = rng.random((n, t)) > 0.1
+    x[~mask] = np.nan
+    movie = Movie(x, mask, np.array([f"m{i}" for i in range(n)]), np.array(["s"] * n))
+    return movie, a, b
+
+
+def test_coordinate_noise_measures_each_coordinates_noise_and_normalizes_by_it():
+    movie, _, _ = _two_part_movie()
+    noise = coordinate_noise(movie.landmarks, movie.mask)
+    # a step from one second to the next holds √2 × the noise, plus the (smooth) signal's small step
+    assert np.allclose(noise[:68], 1.0, rtol=0.15) and np.allclose(noise[68:], 0.1, rtol=0.35)
+    norm = Normalizer.fit(movie.landmarks, movie.mask, per_member=True, per_coordinate=True)
+    assert norm.scale.shape == (136,) and norm.scale[:68].mean() / norm.scale[68:].mean() > 8
+    x = movie.landmarks[movie.mask]
+    assert np.allclose(norm.decode(norm.encode(x)), x, atol=1e-4)
+    again = Normalizer.from_state(norm.state())
+    assert np.array_equal(again.scale, norm.scale)
+    old = Normalizer.from_state({"mean": norm.mean.tolist(), "scale": 2.0})    # saved before per-coordinate scales
+    assert old.scale == 2.0 and np.allclose(old.decode(old.encode(x)), x, atol=1e-4)
+    assert coordinate_noise(movie.landmarks, np.eye(*movie.mask.shape, dtype=bool)) is None   # no two seconds in a row
+
+
+def test_weighing_coordinates_by_their_noise_lets_tf_find_the_faint_quiet_factor(tmp_path):
+    """With one factor, pooled TF spends it on the loud factor of the noisy coordinates; divided by
+    their noise, the quiet coordinates' faint factor explains far more and TF learns it."""
+    from models.config import ModelsConfig, TFConfig
+    from models.train import fit_model
+    from models_fixtures import tiny_config
+
+    movie, a, b = _two_part_movie()
+    learned = {}
+    for scale in ("pooled", "noise"):
+        cfg = tiny_config()
+        models_cfg = ModelsConfig(k=1, tf=TFConfig(max_iters=50), coordinate_scale=scale)
+        fitted = fit_model("tf", movie, movie.mask, models_cfg, cfg.train, tmp_path / scale, split={"seed": 0})
+        v = fitted.model.latents()[1].cpu().numpy()[:, 0]
+        learned[scale] = (abs(np.corrcoef(v, a)[0, 1]), abs(np.corrcoef(v, b)[0, 1]))
+    assert learned["pooled"][0] > 0.9 and learned["pooled"][1] < 0.5
+    assert learned["noise"][1] > 0.9 and learned["noise"][0] < 0.5

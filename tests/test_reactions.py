@@ -26,7 +26,7 @@ def _burst(peaks, t=T):
     return out
 
 
-def audience(seed=0, noise=0.03, gain=1.0, t=T, planted=True):
+def audience(seed=0, noise=0.03, gain=1.0, t=T, planted=True, laugh_s=LAUGH_S, surprise_s=SURPRISE_S):
     """N viewers × T s: own face shapes, half laugh strongly at LAUGH_S, the other half raise their
     brows strongly at SURPRISE_S (both react a little to everything), per-face noise, 15 % missing."""
     rng = np.random.default_rng(seed)
@@ -34,7 +34,7 @@ def audience(seed=0, noise=0.03, gain=1.0, t=T, planted=True):
     group = np.arange(N) % 2
     drive = np.zeros((N, t, 4))
     if planted:
-        laugh, surprise = _burst(LAUGH_S, t), _burst(SURPRISE_S, t)
+        laugh, surprise = _burst(laugh_s, t), _burst(surprise_s, t)
         drive[:, :, 1] = np.where(group[:, None] == 0, 1.0, 0.3) * laugh
         drive[:, :, 0] = 0.5 * drive[:, :, 1]
         drive[:, :, 2] = np.where(group[:, None] == 1, 1.0, 0.3) * surprise
@@ -65,6 +65,16 @@ def test_planted_reactions_are_recovered_when_and_by_whom():
     assert rec["true_moments_found"] == 5 and rec["groups_ari"] > 0.8
     words = " ".join(R.describe_groups(rx.resp, rx.groups))
     assert "2 (" in words and "laugh" in words and "surprise" in words
+
+
+def test_a_surprise_two_seconds_before_a_laugh_is_its_own_moment_and_a_laughs_smile_is_not():
+    x, mask, ids, sessions, _ = audience(laugh_s=(60, 152), surprise_s=(150,))
+    rx = R.analyse(x, mask, ids, sessions)
+    kinds = sorted((m["second"], m["reaction"]) for m in rx.moments)
+    assert [k for k in kinds if 145 <= k[0] <= 158] == [(150.0, "surprise"), (152.0, "laugh")], kinds
+    laugh_moment = next(m for m in rx.moments if m["second"] == 60.0)
+    assert laugh_moment["reaction"] == "laugh" and "smile" in laugh_moment["also"]   # one event, one moment
+    assert not any(55 <= m["second"] <= 65 and m is not laugh_moment for m in rx.moments)
 
 
 def test_noise_alone_reports_no_moment_and_no_groups():
