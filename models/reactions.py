@@ -36,10 +36,10 @@ MIN_VIEWERS = 3            # fewer viewers at a second: no audience value there
 MIN_SECONDS = 30           # a shorter movie cannot show reactions against their own noise
 MIN_FACES_PER_VIEWER = 10  # a viewer's responsiveness needs at least this many faces
 MIN_PROMINENCE = 1.0       # a moment's peak rises at least this many noise SDs above the dip to any higher peak
+                           # (a wiggle on a reaction's decaying tail is not a new moment)
 PEAK_DISTANCE_S = 2.0      # two peaks of one reaction closer than this are one moment
 MERGE_S = 1.0              # peaks of different reactions this close are one moment (a laugh also widens
                            # the mouth that second); at 2 s a surprise 2.6 s before a laugh was lost
-                           # (a wiggle on a reaction's decaying tail is not a new moment)
 
 
 def _y(p, idx):

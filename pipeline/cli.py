@@ -164,8 +164,7 @@ def run_stages(names, cfg, args, reports: list | None = None) -> int:
 def _run_in_order(names, cfg, args, workspace: Workspace, reports: list, executor) -> int:
     """Each stage in turn (a unit computed with its upstream in one pass counts as computed); returns
     non-zero when a full disk stopped the run."""
-    from pipeline.runner import RunProgress, run_stage
-    from pipeline.stages import get_stage
+    from pipeline.runner import RunProgress
 
     overall = RunProgress(not args.quiet)
     try:
