@@ -25,6 +25,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -415,7 +416,9 @@ class RunProgress:
         self.bar.set_postfix_str(text + (f" · {self.failed} failed" if self.failed else ""), refresh=True)
 
     def write(self, text: str) -> None:
+        """A line on stdout, at once (logs are read while a run goes on), without breaking the bar."""
         tqdm.write(text)
+        sys.stdout.flush()
 
     def close(self) -> None:
         self.bar.close()
